@@ -1,0 +1,1 @@
+"""Backend adapters: one module per implementation, each importing its library lazily."""

@@ -1,0 +1,98 @@
+"""The backend contract: what every adapter implements, and nothing more.
+
+An adapter is constructed cheaply (no heavy import); `availability()` is where it
+finds out whether its library is importable and its device present. A factory,
+registered under the `gru_conformance.backends` entry-point group (or given as
+`--backend-module pkg.module:factory`), returns the adapters of one family.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, runtime_checkable
+
+from conformance.case import Case
+from conformance.data import GruOutput, Inputs, Weights
+
+
+@dataclass(frozen=True)
+class Availability:
+    available: bool
+    reason: str = ""  # why not, quoting the import error where there is one
+    install_hint: str = ""  # e.g. "pip install -e '.[torch]' -c constraints.txt"
+
+    @classmethod
+    def ok(cls) -> Availability:
+        return cls(True)
+
+    def describe(self) -> str:
+        return self.reason + (f" (install: {self.install_hint})" if self.install_hint else "")
+
+
+class UnsupportedCase(Exception):
+    """Raised by `run` when only trying reveals the backend can't express a case.
+
+    The message must quote the library's own error (first line), so the report
+    says what the library said, not what we guessed.
+    """
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """One implementation on one device, e.g. `torch[cpu]` or `onnx-dynamo/ort[cpu]`."""
+
+    @property
+    def name(self) -> str: ...  # family + device, unique among all backends
+
+    @property
+    def family(self) -> str: ...  # the entry-point name that produced it, e.g. "torch"
+
+    @property
+    def device(self) -> str: ...  # "cpu" or "cuda"
+
+    def availability(self) -> Availability: ...
+
+    def supports(self, case: Case) -> str | None:
+        """None if the case can be expressed, else the reason (never raises)."""
+        ...
+
+    def run(self, case: Case, weights: Weights, inputs: Inputs) -> GruOutput:
+        """Output and h_n in PyTorch's layout and the case dtype, as numpy arrays."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """Notes for the report: library versions, precision settings, export facts."""
+        ...
+
+
+Factory = Callable[[], Iterable[Backend]]
+
+
+@dataclass
+class BaseBackend:
+    """Convenience base: fills in name, a permissive `supports` and empty notes."""
+
+    family: str
+    device: str = "cpu"
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.family}[{self.device}]"
+
+    def availability(self) -> Availability:
+        return Availability.ok()
+
+    def supports(self, case: Case) -> str | None:
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        return dict(self.notes)
+
+
+def first_line(error: BaseException) -> str:
+    """The first non-empty line of a library error, prefixed by its type: how the report quotes it."""
+    text = str(error).strip()
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    return f"{type(error).__name__}: {line}" if line else type(error).__name__

@@ -1,0 +1,128 @@
+"""PyTorch `nn.GRU` in eager mode, as users call it: the first and reference-layout backend.
+
+Variable lengths go through `pack_padded_sequence` / `pad_packed_sequence` with
+`total_length=seq_len`, and `enforce_sorted` follows the case.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from backends.base import Availability, BaseBackend, UnsupportedCase, first_line
+from conformance.case import Case
+from conformance.data import GruOutput, Inputs, Weights
+from conformance.dtypes import fmt
+
+INSTALL_HINT = "pip install -e '.[torch]' -c constraints.txt"
+
+
+def torch_dtype(torch: Any, name: str) -> Any:
+    return {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
+
+
+def to_torch(torch: Any, array: np.ndarray, dtype_name: str, device: str) -> Any:
+    """numpy (any declared format) -> torch tensor, exactly: bfloat16 goes through float32."""
+    wide = np.asarray(array, dtype=np.float64 if dtype_name == "float64" else np.float32)
+    return torch.tensor(wide, device=device).to(torch_dtype(torch, dtype_name))
+
+
+def to_numpy(tensor: Any, dtype_name: str) -> np.ndarray:
+    """torch tensor -> numpy in the tensor's own format (a wrong dtype must stay visible)."""
+    import torch
+
+    names = {torch.float32: "float32", torch.float64: "float64", torch.float16: "float16", torch.bfloat16: "bfloat16"}
+    own = names.get(tensor.dtype, dtype_name)
+    wide = tensor.detach().to("cpu", torch.float64 if own == "float64" else torch.float32).numpy()
+    return wide.astype(fmt(own).numpy)
+
+
+def precision_settings(torch: Any) -> dict[str, Any]:
+    return {
+        "torch.backends.cuda.matmul.allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+        "torch.backends.cudnn.allow_tf32": bool(torch.backends.cudnn.allow_tf32),
+        "torch.float32_matmul_precision": torch.get_float32_matmul_precision(),
+    }
+
+
+@dataclass
+class TorchGru(BaseBackend):
+    family: str = "torch"
+
+    def availability(self) -> Availability:
+        try:
+            torch = importlib.import_module("torch")
+        except ImportError as error:
+            return Availability(False, f"torch is not importable: {first_line(error)}", INSTALL_HINT)
+        if self.device == "cuda" and not torch.cuda.is_available():
+            return Availability(False, "torch sees no CUDA device")
+        return Availability.ok()
+
+    def describe(self) -> dict[str, Any]:
+        import torch
+
+        notes: dict[str, Any] = {"torch": torch.__version__, "precision": precision_settings(torch)}
+        if self.device == "cuda":
+            notes["cuda"] = torch.version.cuda
+            notes["cudnn"] = torch.backends.cudnn.version()
+            notes["gpu"] = torch.cuda.get_device_name()
+        return notes
+
+    def build(self, case: Case, weights: Weights) -> Any:
+        """An `nn.GRU` for the case, holding exactly the canonical weights."""
+        import torch
+
+        module = torch.nn.GRU(
+            case.input_size,
+            case.hidden_size,
+            num_layers=case.num_layers,
+            bias=case.bias,
+            batch_first=case.batch_first,
+            bidirectional=case.bidirectional,
+            device=self.device,
+            dtype=torch_dtype(torch, case.dtype),
+        )
+        state = {k: to_torch(torch, v, case.dtype, self.device) for k, v in weights.tensors.items()}
+        module.load_state_dict(state, strict=True)
+        return module.eval()
+
+    def run(self, case: Case, weights: Weights, inputs: Inputs) -> GruOutput:
+        import torch
+        from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+        module = self.build(case, weights)
+        x = to_torch(torch, inputs.x, case.dtype, self.device)
+        h0 = None if inputs.h0 is None else to_torch(torch, inputs.h0, case.dtype, self.device)
+        try:
+            with torch.no_grad():
+                if inputs.lengths is None:
+                    output, h_n = module(x, h0)
+                else:
+                    packed = pack_padded_sequence(
+                        x,
+                        torch.as_tensor(np.asarray(inputs.lengths)),  # lengths stay on the CPU, as torch requires
+                        batch_first=case.batch_first,
+                        enforce_sorted=case.enforce_sorted,
+                    )
+                    packed_out, h_n = module(packed, h0)
+                    output, _ = pad_packed_sequence(packed_out, batch_first=case.batch_first, total_length=case.seq_len)
+        except (RuntimeError, NotImplementedError) as error:
+            if "not implemented for" in str(error):
+                raise UnsupportedCase(first_line(error)) from error
+            raise
+        return GruOutput(output=to_numpy(output, case.dtype), h_n=to_numpy(h_n, case.dtype))
+
+
+def backends() -> Iterator[TorchGru]:
+    """torch[cpu] always (possibly unavailable, with the reason), torch[cuda] when a GPU is seen."""
+    yield TorchGru(device="cpu")
+    try:
+        import torch
+    except ImportError:
+        return
+    if torch.cuda.is_available():
+        yield TorchGru(device="cuda")

@@ -1,0 +1,170 @@
+"""The case: an immutable description of one GRU check, and its readable id.
+
+A case id encodes every field, so `--case ID` can rebuild the case anywhere,
+independent of which tier produced it. That is what makes a failure's rerun
+command exact.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
+
+Lengths = Literal["dense", "sorted", "unsorted", "full"]
+DType = Literal["float32", "float64", "float16", "bfloat16"]
+ExportShape = Literal["same", "other"]
+
+LENGTHS: tuple[str, ...] = ("dense", "sorted", "unsorted", "full")
+DTYPES: tuple[str, ...] = ("float32", "float64", "float16", "bfloat16")
+EXPORT_SHAPES: tuple[str, ...] = ("same", "other")
+
+
+class CaseError(ValueError):
+    """A case description that cannot exist (bad id, impossible combination)."""
+
+
+@dataclass(frozen=True, order=True)
+class Case:
+    """One GRU configuration plus the seed of its data.
+
+    `lengths` names the kind of batch: `dense` (no packing), `sorted` and
+    `unsorted` (packed, with a length of 1 and a length of seq_len among the
+    items; `unsorted` means `enforce_sorted=False`), and `full` (packed, every
+    length equal to seq_len). The per-item lengths themselves are data, drawn
+    from the seed (see `conformance.data`).
+
+    `export_shape` matters to backends that trace or compile at one shape:
+    `other` means the model is built at a (batch, seq_len) different from the
+    one it runs at. Eager backends ignore it.
+    """
+
+    input_size: int
+    hidden_size: int
+    num_layers: int = 1
+    bidirectional: bool = False
+    batch_first: bool = False
+    bias: bool = True
+    batch: int = 2
+    seq_len: int = 5
+    lengths: str = "dense"
+    initial_state: bool = False
+    dtype: str = "float32"
+    export_shape: str = "same"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        problem = self.impossibility()
+        if problem:
+            raise CaseError(f"impossible case {self.id}: {problem}")
+
+    def impossibility(self) -> str | None:
+        """Why this combination cannot exist, or None. Kept next to the fields it constrains."""
+        for name in ("input_size", "hidden_size", "num_layers", "batch", "seq_len"):
+            if getattr(self, name) < 1:
+                return f"{name} must be >= 1"
+        if self.lengths not in LENGTHS:
+            return f"lengths must be one of {', '.join(LENGTHS)}"
+        if self.dtype not in DTYPES:
+            return f"dtype must be one of {', '.join(DTYPES)}"
+        if self.export_shape not in EXPORT_SHAPES:
+            return f"export_shape must be one of {', '.join(EXPORT_SHAPES)}"
+        if self.lengths in ("sorted", "unsorted") and (self.batch < 2 or self.seq_len < 2):
+            return f"'{self.lengths}' lengths need two different lengths: batch >= 2 and seq_len >= 2"
+        return None
+
+    @property
+    def packed(self) -> bool:
+        return self.lengths != "dense"
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def enforce_sorted(self) -> bool:
+        return self.lengths != "unsorted"
+
+    @property
+    def export_dims(self) -> tuple[int, int]:
+        """(batch, seq_len) at which a tracing backend builds its model for this case."""
+        if self.export_shape == "same":
+            return self.batch, self.seq_len
+        return self.batch + 2, self.seq_len + 3
+
+    @property
+    def structure(self) -> tuple[Any, ...]:
+        """The fields that fix a compiled or exported model: everything but data and run shape."""
+        return (
+            self.input_size,
+            self.hidden_size,
+            self.num_layers,
+            self.bidirectional,
+            self.batch_first,
+            self.bias,
+            self.lengths != "dense",
+            self.initial_state,
+            self.dtype,
+        )
+
+    @property
+    def id(self) -> str:
+        return "-".join(
+            [
+                f"I{self.input_size}H{self.hidden_size}",
+                f"L{self.num_layers}",
+                "bi" if self.bidirectional else "uni",
+                "bf" if self.batch_first else "tm",
+                "bias" if self.bias else "nobias",
+                "h0" if self.initial_state else "noh0",
+                f"B{self.batch}T{self.seq_len}",
+                self.lengths,
+                self.dtype,
+                f"x{self.export_shape}",
+                f"s{self.seed}",
+            ]
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Case:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known - {"id"}
+        if unknown:
+            raise CaseError(f"unknown case field(s): {', '.join(sorted(unknown))}")
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def from_id(cls, case_id: str) -> Case:
+        match = _ID_PATTERN.fullmatch(case_id)
+        if not match:
+            raise CaseError(
+                f"not a case id: {case_id!r}; expected the form "
+                "I4H8-L2-bi-bf-nobias-h0-B3T7-unsorted-float32-xsame-s0"
+            )
+        g = match.groupdict()
+        return cls(
+            input_size=int(g["i"]),
+            hidden_size=int(g["h"]),
+            num_layers=int(g["layers"]),
+            bidirectional=g["dir"] == "bi",
+            batch_first=g["layout"] == "bf",
+            bias=g["bias"] == "bias",
+            initial_state=g["h0"] == "h0",
+            batch=int(g["batch"]),
+            seq_len=int(g["seq"]),
+            lengths=g["lengths"],
+            dtype=g["dtype"],
+            export_shape=g["export"],
+            seed=int(g["seed"]),
+        )
+
+
+_ID_PATTERN = re.compile(
+    r"I(?P<i>\d+)H(?P<h>\d+)-L(?P<layers>\d+)-(?P<dir>uni|bi)-(?P<layout>tm|bf)"
+    r"-(?P<bias>bias|nobias)-(?P<h0>h0|noh0)-B(?P<batch>\d+)T(?P<seq>\d+)"
+    r"-(?P<lengths>dense|sorted|unsorted|full)-(?P<dtype>float32|float64|float16|bfloat16)"
+    r"-x(?P<export>same|other)-s(?P<seed>\d+)"
+)

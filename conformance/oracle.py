@@ -1,0 +1,90 @@
+"""The float64 reference: PyTorch's documented `nn.GRU` semantics, in NumPy.
+
+    r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)
+    z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
+    n = tanh(W_in x + b_in + r * (W_hn h + b_hn))        # linear_before_reset=True (torch)
+    n = tanh(W_in x + b_in + W_hn (r * h) + b_hn)        # linear_before_reset=False (ONNX default, Keras reset_after=False)
+    h' = (1 - z) * n + z * h
+
+Packed batches follow `pack_padded_sequence` + `pad_packed_sequence(total_length=seq_len)`:
+each item only sees its first `length` steps, the reverse direction starts at the
+item's last valid step, padded outputs are zero and h_n is the state at the last
+valid step. Every backend is compared against this one function.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from conformance.case import Case
+from conformance.data import GruOutput, Inputs, Weights
+
+
+def _sigmoid(v: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * v))  # overflow-free and exact to float64 rounding
+
+
+def _direction(
+    xs: np.ndarray,
+    h: np.ndarray,
+    valid: np.ndarray,
+    cell: tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None],
+    reverse: bool,
+    linear_before_reset: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One layer, one direction over time-major xs (T,B,I); returns (outputs (T,B,H), h_n (B,H))."""
+    w_ih, w_hh, b_ih, b_hh = (None if a is None else np.asarray(a, dtype=np.float64) for a in cell)
+    hidden = w_hh.shape[1]
+    b_ih = np.zeros(3 * hidden) if b_ih is None else b_ih
+    b_hh = np.zeros(3 * hidden) if b_hh is None else b_hh
+    gi_all = xs @ w_ih.T + b_ih  # (T,B,3H): input projections of every step at once
+    out = np.zeros((xs.shape[0], xs.shape[1], hidden))
+    steps = range(xs.shape[0] - 1, -1, -1) if reverse else range(xs.shape[0])
+    for t in steps:
+        gi = gi_all[t]
+        i_r, i_z, i_n = gi[:, :hidden], gi[:, hidden : 2 * hidden], gi[:, 2 * hidden :]
+        w_hr, w_hz, w_hn = w_hh[:hidden], w_hh[hidden : 2 * hidden], w_hh[2 * hidden :]
+        b_hr, b_hz, b_hn = b_hh[:hidden], b_hh[hidden : 2 * hidden], b_hh[2 * hidden :]
+        r = _sigmoid(i_r + h @ w_hr.T + b_hr)
+        z = _sigmoid(i_z + h @ w_hz.T + b_hz)
+        if linear_before_reset:
+            n = np.tanh(i_n + r * (h @ w_hn.T + b_hn))
+        else:
+            n = np.tanh(i_n + (r * h) @ w_hn.T + b_hn)
+        h_new = (1.0 - z) * n + z * h
+        mask = valid[t][:, None]
+        h = np.where(mask, h_new, h)
+        out[t] = np.where(mask, h, 0.0)
+    return out, h
+
+
+def gru_reference(case: Case, weights: Weights, inputs: Inputs, linear_before_reset: bool = True) -> GruOutput:
+    """The expected output and h_n of `case`, in float64 and PyTorch's layout.
+
+    `linear_before_reset=False` gives the other published GRU form; it is never the
+    truth for a backend that claims PyTorch semantics, but lets a divergence be named.
+    """
+    x = np.asarray(inputs.x, dtype=np.float64)
+    if case.batch_first:
+        x = x.transpose(1, 0, 2)
+    steps, batch = x.shape[0], x.shape[1]
+    lengths = np.full(batch, steps) if inputs.lengths is None else np.asarray(inputs.lengths)
+    valid = np.arange(steps)[:, None] < lengths[None, :]  # (T,B)
+    h0 = (
+        np.zeros((case.num_layers * case.num_directions, batch, case.hidden_size))
+        if inputs.h0 is None
+        else np.asarray(inputs.h0, dtype=np.float64)
+    )
+    layer_input, h_n = x, []
+    for layer in range(case.num_layers):
+        outs = []
+        for direction in range(case.num_directions):
+            index = layer * case.num_directions + direction
+            out, h_last = _direction(
+                layer_input, h0[index], valid, weights.cell(layer, direction), bool(direction), linear_before_reset
+            )
+            outs.append(out)
+            h_n.append(h_last)
+        layer_input = np.concatenate(outs, axis=2)
+    output = layer_input.transpose(1, 0, 2) if case.batch_first else layer_input
+    return GruOutput(output=np.ascontiguousarray(output), h_n=np.stack(h_n))
