@@ -8,9 +8,9 @@ registered under the `gru_conformance.backends` entry-point group (or given as
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from conformance.case import Case
 from conformance.data import GruOutput, Inputs, Weights

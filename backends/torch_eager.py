@@ -22,7 +22,9 @@ INSTALL_HINT = "pip install -e '.[torch]' -c constraints.txt"
 
 
 def torch_dtype(torch: Any, name: str) -> Any:
-    return {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
+    return {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}[
+        name
+    ]
 
 
 def to_torch(torch: Any, array: np.ndarray, dtype_name: str, device: str) -> Any:
@@ -104,7 +106,7 @@ class TorchGru(BaseBackend):
                 else:
                     packed = pack_padded_sequence(
                         x,
-                        torch.as_tensor(np.asarray(inputs.lengths)),  # lengths stay on the CPU, as torch requires
+                        torch.tensor(np.array(inputs.lengths)),  # lengths stay on the CPU, as torch requires
                         batch_first=case.batch_first,
                         enforce_sorted=case.enforce_sorted,
                     )

@@ -141,8 +141,7 @@ class Case:
         match = _ID_PATTERN.fullmatch(case_id)
         if not match:
             raise CaseError(
-                f"not a case id: {case_id!r}; expected the form "
-                "I4H8-L2-bi-bf-nobias-h0-B3T7-unsorted-float32-xsame-s0"
+                f"not a case id: {case_id!r}; expected the form I4H8-L2-bi-bf-nobias-h0-B3T7-unsorted-float32-xsame-s0"
             )
         g = match.groupdict()
         return cls(

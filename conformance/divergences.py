@@ -1,0 +1,97 @@
+"""The known-divergence registry (`fixtures/divergences.toml`).
+
+An entry names backends (fnmatch patterns), the case values it applies to, and the
+reason. A failing result that matches becomes `known_divergence`; a matching result
+that passes becomes `unexpected_pass`, so a fixed upstream bug is noticed.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from conformance.case import Case
+
+DEFAULT_REGISTRY = Path(__file__).resolve().parent.parent / "fixtures" / "divergences.toml"
+CASE_FIELDS = {f.name for f in fields(Case)}
+ENTRY_KEYS = {"id", "backends", "when", "checks", "reason", "upstream"}
+
+
+class RegistryError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Divergence:
+    id: str
+    backends: tuple[str, ...]
+    reason: str
+    when: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    checks: tuple[str, ...] = ()
+    upstream: str = ""
+
+    def applies(self, backend: str, case: Case) -> bool:
+        if not any(fnmatch.fnmatchcase(backend, pattern) for pattern in self.backends):
+            return False
+        return all(getattr(case, name) in values for name, values in self.when.items())
+
+    def explains(self, failed_checks: list[str]) -> bool:
+        """Without `checks`, any failure; with them, every failing check must be listed."""
+        return not self.checks or all(
+            any(fnmatch.fnmatchcase(name, pattern) for pattern in self.checks) for name in failed_checks
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "backends": list(self.backends),
+            "when": {k: list(v) for k, v in self.when.items()},
+            "checks": list(self.checks),
+            "reason": self.reason,
+            "upstream": self.upstream,
+        }
+
+
+def load(path: Path = DEFAULT_REGISTRY) -> list[Divergence]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RegistryError(f"divergence registry not found: {path}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise RegistryError(f"{path}: not valid TOML: {error}") from None
+    entries, seen = [], set()
+    for number, raw in enumerate(data.get("divergence", []), 1):
+        where = f"{path}: [[divergence]] #{number}"
+        unknown = set(raw) - ENTRY_KEYS
+        if unknown:
+            raise RegistryError(
+                f"{where}: unknown key(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(ENTRY_KEYS))}"
+            )
+        for key in ("id", "backends", "reason"):
+            if not raw.get(key):
+                raise RegistryError(f"{where}: missing {key!r}")
+        if raw["id"] in seen:
+            raise RegistryError(f"{where}: duplicate id {raw['id']!r}")
+        seen.add(raw["id"])
+        when = raw.get("when", {})
+        bad = set(when) - CASE_FIELDS
+        if bad:
+            raise RegistryError(f"{where}: 'when' names unknown case field(s) {', '.join(sorted(bad))}")
+        entries.append(
+            Divergence(
+                id=raw["id"],
+                backends=tuple(raw["backends"]),
+                reason=raw["reason"],
+                when={k: tuple(v if isinstance(v, list) else [v]) for k, v in when.items()},
+                checks=tuple(raw.get("checks", ())),
+                upstream=raw.get("upstream", ""),
+            )
+        )
+    return entries
+
+
+def match(registry: list[Divergence], backend: str, case: Case) -> Divergence | None:
+    return next((d for d in registry if d.applies(backend, case)), None)

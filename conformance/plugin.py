@@ -1,0 +1,226 @@
+"""The pytest side: options, parametrization over (case, backend), result recording.
+
+`conformance/conftest.py` re-exports these hooks, so they are active for
+`pytest conformance` and nowhere else. Under pytest-xdist each worker appends
+to its own results file; the controller merges them when the session ends.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from backends.base import Backend
+from conformance import divergences, matrix, selection
+from conformance.case import Case, CaseError
+from conformance.engine import check, oracle_reference
+from conformance.environment import environment
+from conformance.results import Result, ResultsWriter, merge_worker_files, read_records, worker_path
+
+DEFAULT_RESULTS = Path("reports/out/results.jsonl")
+DEFAULT_REPORT = Path("reports/out/report.html")
+RUN_KEY = pytest.StashKey["ConformanceRun"]()
+
+
+@dataclass
+class ConformanceRun:
+    """Everything a test needs, built once per process from the options."""
+
+    cases: list[Case]
+    backends: list[Backend]
+    registry: list[divergences.Divergence]
+    writer: ResultsWriter
+    results_path: Path
+    precision: str
+    worker: str
+    described: set[str] = field(default_factory=set)
+    verdicts: Counter[str] = field(default_factory=Counter)
+
+    def check(self, backend: Backend, case: Case) -> Result:
+        if backend.name not in self.described:
+            self.described.add(backend.name)
+            notes: dict[str, Any] = {}
+            availability = backend.availability()
+            if availability.available:
+                try:
+                    notes = backend.describe()
+                except Exception as error:  # notes are informative; never fail a run over them
+                    notes = {"describe_error": f"{type(error).__name__}: {error}"}
+            self.writer.write(
+                {
+                    "kind": "backend",
+                    "backend": backend.name,
+                    "family": backend.family,
+                    "device": backend.device,
+                    "available": availability.available,
+                    "availability": availability.describe(),
+                    "notes": notes,
+                }
+            )
+        result = check(backend, case, oracle_reference, self.registry, self.precision)
+        self.writer.write(result.as_record())
+        self.verdicts[result.verdict] += 1
+        return result
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("conformance", "GRU conformance suite")
+    group.addoption(
+        "--backends",
+        action="append",
+        default=None,
+        help="comma-separated backend families or names (globs allowed), e.g. 'torch,onnx-spec' or "
+        "'torch[cpu]'; default: every installed family",
+    )
+    group.addoption("--tier", default="pairwise", help=f"case tier: {', '.join(matrix.TIERS)} (default: pairwise)")
+    group.addoption(
+        "--case", action="append", default=None, metavar="CASE_ID", help="run exactly this case id (overrides --tier)"
+    )
+    group.addoption("--device", default="all", help="cpu, cuda or all (default: all devices detected here)")
+    group.addoption("--seed", type=int, default=0, help="data seed for every case (default: 0)")
+    group.addoption(
+        "--precision",
+        default="strict",
+        help="strict (TF32 off, highest matmul precision; default) or default (each library's out-of-box settings)",
+    )
+    group.addoption(
+        "--results", default=str(DEFAULT_RESULTS), help=f"JSON-lines results file (default: {DEFAULT_RESULTS})"
+    )
+    group.addoption(
+        "--backend-module",
+        action="append",
+        default=[],
+        metavar="PKG.MODULE:FACTORY",
+        help="load a third-party backend factory without installing an entry point",
+    )
+    group.addoption("--matrix", default=str(matrix.DEFAULT_MATRIX), help="matrix file (default: fixtures/matrix.toml)")
+    group.addoption("--divergences", default=str(divergences.DEFAULT_REGISTRY), help="known-divergence registry file")
+
+
+def _worker_id(config: pytest.Config) -> str:
+    workerinput = getattr(config, "workerinput", None)
+    return workerinput["workerid"] if workerinput else "main"
+
+
+def _split(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    return [token.strip() for value in values for token in value.split(",") if token.strip()]
+
+
+def _build_run(config: pytest.Config) -> ConformanceRun:
+    opt = config.option
+    if opt.precision not in ("strict", "default"):
+        raise pytest.UsageError(f"--precision: unknown mode {opt.precision!r}; valid: strict, default")
+    if opt.tier not in matrix.TIERS:
+        raise pytest.UsageError(f"--tier: unknown tier {opt.tier!r}; valid tiers: {', '.join(matrix.TIERS)}")
+    try:
+        if opt.case:
+            cases = [Case.from_id(case_id) for case_id in opt.case]
+        else:
+            cases = matrix.cases(opt.tier, opt.seed, Path(opt.matrix))
+        backends = selection.select(_split(opt.backends), opt.device, opt.backend_module)
+        registry = divergences.load(Path(opt.divergences))
+    except (CaseError, matrix.MatrixError, selection.SelectionError, divergences.RegistryError) as error:
+        raise pytest.UsageError(str(error)) from None
+
+    worker = _worker_id(config)
+    results_path = Path(opt.results)
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput:
+        run_id = workerinput["conformance_run_id"]
+        writer = ResultsWriter(worker_path(results_path, worker), run_id, worker)
+    else:
+        run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+        results_path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in results_path.parent.glob(f"{results_path.stem}.gw*{results_path.suffix}"):
+            stale.unlink()
+        results_path.write_text("", encoding="utf-8")  # one file per run
+        writer = ResultsWriter(results_path, run_id, worker)
+        writer.write(
+            environment(
+                {
+                    "tier": "case" if opt.case else opt.tier,
+                    "cases": len(cases),
+                    "seed": opt.seed,
+                    "device": opt.device,
+                    "precision": opt.precision,
+                    "backends": [b.name for b in backends],
+                    "matrix": str(opt.matrix),
+                }
+            )
+            | {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        )
+    return ConformanceRun(cases, backends, registry, writer, results_path, opt.precision, worker)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "conformance: a GRU conformance check")
+    config.stash[RUN_KEY] = _build_run(config)
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_XdistHooks(config), "conformance-xdist")
+
+
+class _XdistHooks:
+    """Hands the controller's run id to every worker so all files belong to one run."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput["conformance_run_id"] = self.config.stash[RUN_KEY].writer.run_id
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if {"case", "backend"} <= set(metafunc.fixturenames):
+        run = metafunc.config.stash[RUN_KEY]
+        pairs = [(case, backend) for case in run.cases for backend in run.backends]
+        metafunc.parametrize(("case", "backend"), pairs, ids=[f"{b.name}-{c.id}" for c, b in pairs])
+
+
+@pytest.fixture
+def conformance_run(request: pytest.FixtureRequest) -> ConformanceRun:
+    return request.config.stash[RUN_KEY]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    run = session.config.stash.get(RUN_KEY, None)
+    if run is None:
+        return
+    run.writer.close()
+    if run.worker != "main":
+        return
+    workers = {
+        p.name.split(".")[-2]
+        for p in run.results_path.parent.glob(f"{run.results_path.stem}.gw*{run.results_path.suffix}")
+    }
+    merge_worker_files(run.results_path, workers)
+    counts = Counter(r["verdict"] for r in read_records(run.results_path) if r["kind"] == "result")
+    run.verdicts = counts
+    end = ResultsWriter(run.results_path, run.writer.run_id)
+    end.write(
+        {
+            "kind": "end",
+            "exitstatus": int(exitstatus),
+            "counts": dict(counts),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+    )
+    end.close()
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    run = config.stash.get(RUN_KEY, None)
+    if run is None or run.worker != "main":
+        return
+    terminalreporter.section("GRU conformance")
+    counts = ", ".join(f"{n} {v}" for v, n in sorted(run.verdicts.items())) or "no results"
+    terminalreporter.write_line(f"verdicts: {counts}")
+    terminalreporter.write_line(f"results: {run.results_path}")

@@ -1,0 +1,96 @@
+"""Finding backends: built-in and third-party families through one entry-point group,
+plus `--backend-module pkg.module:factory` for adapters that aren't installed packages.
+
+A family is only instantiated when selected, so asking for `torch` never imports jax.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+from collections.abc import Callable, Iterable
+from importlib import metadata
+
+from backends.base import Backend
+
+ENTRY_POINT_GROUP = "gru_conformance.backends"
+DEVICES = ("cpu", "cuda", "all")
+
+
+class SelectionError(ValueError):
+    """Unknown backend, bad module spec, or a factory that returned something else."""
+
+
+def entry_point_families() -> dict[str, Callable[[], Iterable[Backend]]]:
+    families: dict[str, Callable[[], Iterable[Backend]]] = {}
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        families[ep.name] = lambda ep=ep: ep.load()()  # import the module only when selected
+    return families
+
+
+def load_factory(spec: str) -> Callable[[], Iterable[Backend]]:
+    """`pkg.module:factory` -> the factory; errors say which part is wrong."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise SelectionError(f"--backend-module {spec!r}: expected the form 'pkg.module:factory'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise SelectionError(f"--backend-module {spec!r}: cannot import {module_name!r}: {error}") from None
+    try:
+        factory = getattr(module, attr)
+    except AttributeError:
+        raise SelectionError(f"--backend-module {spec!r}: module {module_name!r} has no attribute {attr!r}") from None
+    if not callable(factory):
+        raise SelectionError(f"--backend-module {spec!r}: {attr!r} is not callable")
+    return factory
+
+
+def _instantiate(family: str, factory: Callable[[], Iterable[Backend]]) -> list[Backend]:
+    try:
+        backends = list(factory())
+    except SelectionError:
+        raise
+    except Exception as error:
+        raise SelectionError(f"backend family {family!r} failed to load: {type(error).__name__}: {error}") from error
+    for backend in backends:
+        if not isinstance(backend, Backend):
+            raise SelectionError(f"backend family {family!r} produced {backend!r}, which lacks the Backend protocol")
+    return backends
+
+
+def _family_wanted(family: str, token: str) -> bool:
+    return fnmatch.fnmatchcase(family, token) or token.startswith((family + "[", family + "/"))
+
+
+def select(requested: list[str] | None, device: str = "all", modules: Iterable[str] = ()) -> list[Backend]:
+    """The backends to run, in a stable order. `requested` holds family or backend names (globs allowed)."""
+    if device not in DEVICES:
+        raise SelectionError(f"unknown device {device!r}; valid devices: {', '.join(DEVICES)}")
+    families = entry_point_families()
+    module_backends: list[Backend] = []
+    for spec in modules:
+        module_backends += _instantiate(spec, load_factory(spec))
+    tokens = requested or ["*"]
+    chosen: dict[str, Backend] = {}
+    unknown = []
+    for token in tokens:
+        hits = [
+            b for b in module_backends if fnmatch.fnmatchcase(b.name, token) or fnmatch.fnmatchcase(b.family, token)
+        ]
+        for family, loader in sorted(families.items()):
+            if _family_wanted(family, token):
+                members = _instantiate(family, loader)
+                exact = [b for b in members if fnmatch.fnmatchcase(b.name, token)]
+                hits += members if fnmatch.fnmatchcase(family, token) else exact
+        if not hits:
+            unknown.append(token)
+        for backend in hits:
+            chosen.setdefault(backend.name, backend)
+    if unknown:
+        names = sorted(set(families) | {b.family for b in module_backends})
+        raise SelectionError(
+            f"unknown backend(s): {', '.join(unknown)}. Valid families: {', '.join(names)} "
+            "(or a backend name such as 'torch[cpu]'; globs allowed)"
+        )
+    return [b for b in chosen.values() if device == "all" or b.device == device]

@@ -1,0 +1,1 @@
+"""A minimal third-party adapter: the example the README walks through."""
