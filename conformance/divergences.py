@@ -1,19 +1,19 @@
 """The known-divergence registry (`fixtures/divergences.toml`).
 
-An entry names backends (fnmatch patterns), the case values it applies to, and the
+An entry names backends (globs: only * and ? are wildcards), the case values it applies to, and the
 reason. A failing result that matches becomes `known_divergence`; a matching result
 that passes becomes `unexpected_pass`, so a fixed upstream bug is noticed.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from conformance.case import Case
+from conformance.names import matches
 
 DEFAULT_REGISTRY = Path(__file__).resolve().parent.parent / "fixtures" / "divergences.toml"
 CASE_FIELDS = {f.name for f in fields(Case)}
@@ -34,15 +34,13 @@ class Divergence:
     upstream: str = ""
 
     def applies(self, backend: str, case: Case) -> bool:
-        if not any(fnmatch.fnmatchcase(backend, pattern) for pattern in self.backends):
+        if not any(matches(backend, pattern) for pattern in self.backends):
             return False
         return all(getattr(case, name) in values for name, values in self.when.items())
 
     def explains(self, failed_checks: list[str]) -> bool:
         """Without `checks`, any failure; with them, every failing check must be listed."""
-        return not self.checks or all(
-            any(fnmatch.fnmatchcase(name, pattern) for pattern in self.checks) for name in failed_checks
-        )
+        return not self.checks or all(any(matches(name, pattern) for pattern in self.checks) for name in failed_checks)
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -6,12 +6,12 @@ A family is only instantiated when selected, so asking for `torch` never imports
 
 from __future__ import annotations
 
-import fnmatch
 import importlib
 from collections.abc import Callable, Iterable
 from importlib import metadata
 
 from backends.base import Backend
+from conformance.names import matches
 
 ENTRY_POINT_GROUP = "gru_conformance.backends"
 DEVICES = ("cpu", "cuda", "all")
@@ -60,7 +60,7 @@ def _instantiate(family: str, factory: Callable[[], Iterable[Backend]]) -> list[
 
 
 def _family_wanted(family: str, token: str) -> bool:
-    return fnmatch.fnmatchcase(family, token) or token.startswith((family + "[", family + "/"))
+    return matches(family, token) or token.startswith((family + "[", family + "/"))
 
 
 def select(requested: list[str] | None, device: str = "all", modules: Iterable[str] = ()) -> list[Backend]:
@@ -75,14 +75,12 @@ def select(requested: list[str] | None, device: str = "all", modules: Iterable[s
     chosen: dict[str, Backend] = {}
     unknown = []
     for token in tokens:
-        hits = [
-            b for b in module_backends if fnmatch.fnmatchcase(b.name, token) or fnmatch.fnmatchcase(b.family, token)
-        ]
+        hits = [b for b in module_backends if matches(b.name, token) or matches(b.family, token)]
         for family, loader in sorted(families.items()):
             if _family_wanted(family, token):
                 members = _instantiate(family, loader)
-                exact = [b for b in members if fnmatch.fnmatchcase(b.name, token)]
-                hits += members if fnmatch.fnmatchcase(family, token) else exact
+                exact = [b for b in members if matches(b.name, token)]
+                hits += members if matches(family, token) else exact
         if not hits:
             unknown.append(token)
         for backend in hits:

@@ -1,0 +1,42 @@
+"""Shared test set-up: the example adapter and planted backends import from examples/ and tests/."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+for extra in (ROOT / "examples", ROOT / "tests"):
+    if str(extra) not in sys.path:
+        sys.path.insert(0, str(extra))
+
+
+def run_suite(*args: str, tmp_path: Path, pythonpath: list[Path] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m pytest conformance ARGS` from the repo root, results kept under tmp_path."""
+    env = dict(os.environ)
+    paths = [str(p) for p in (pythonpath or [])] + [str(ROOT / "examples"), str(ROOT / "tests")]
+    env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")])
+    command = [sys.executable, "-m", "pytest", "conformance", "-p", "no:cacheprovider"]
+    if not any(a.startswith("--results") for a in args):
+        command += ["--results", str(tmp_path / "results.jsonl")]
+    if not any(a.startswith("--report") or a == "--no-report" for a in args):
+        command += ["--no-report"] if _has_report_option() else []
+    return subprocess.run([*command, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _has_report_option() -> bool:
+    from conformance import plugin
+
+    return "--no-report" in Path(plugin.__file__).read_text(encoding="utf-8")
+
+
+@pytest.fixture
+def suite(tmp_path: Path):  # type: ignore[no-untyped-def]
+    def run(*args: str, pythonpath: list[Path] | None = None) -> subprocess.CompletedProcess[str]:
+        return run_suite(*args, tmp_path=tmp_path, pythonpath=pythonpath)
+
+    return run
