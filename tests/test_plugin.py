@@ -16,7 +16,7 @@ def test_example_adapter_loads_through_backend_module(suite, tmp_path: Path) -> 
     assert run.returncode == 0, run.stdout + run.stderr
     assert "10 passed" in run.stdout
     records = list(read_records(tmp_path / "results.jsonl"))
-    assert [r["kind"] for r in records][0] == "environment" and records[-1]["kind"] == "end"
+    assert records[0]["kind"] == "environment" and records[-1]["kind"] == "end"
     results = [r for r in records if r["kind"] == "result"]
     assert len(results) == 10 and {r["backend"] for r in results} == {"numpy-example[cpu]"}
     assert all(r["verdict"] == "pass" and r["tolerance"]["atol"] > 0 for r in results)
