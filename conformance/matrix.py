@@ -41,15 +41,9 @@ def load(path: Path = DEFAULT_MATRIX) -> dict[str, Any]:
     unknown = sorted(set(dims) - set(DIMENSIONS))
     missing = [d for d in DIMENSIONS if d not in dims]
     if unknown or missing:
-        raise MatrixError(
-            f"{path}: [dimensions] "
-            + "; ".join(
-                filter(
-                    None, [unknown and f"unknown: {', '.join(unknown)}", missing and f"missing: {', '.join(missing)}"]
-                )
-            )
-            + f". Valid dimensions: {', '.join(DIMENSIONS)}"
-        )
+        problems = [f"unknown: {', '.join(unknown)}"] if unknown else []
+        problems += [f"missing: {', '.join(missing)}"] if missing else []
+        raise MatrixError(f"{path}: [dimensions] {'; '.join(problems)}. Valid dimensions: {', '.join(DIMENSIONS)}")
     for name, values in dims.items():
         if not isinstance(values, list) or not values:
             raise MatrixError(f"{path}: dimension {name!r} must be a non-empty list of values")

@@ -33,10 +33,9 @@ def _direction(
     linear_before_reset: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One layer, one direction over time-major xs (T,B,I); returns (outputs (T,B,H), h_n (B,H))."""
-    w_ih, w_hh, b_ih, b_hh = (None if a is None else np.asarray(a, dtype=np.float64) for a in cell)
+    w_ih, w_hh = np.asarray(cell[0], dtype=np.float64), np.asarray(cell[1], dtype=np.float64)
     hidden = w_hh.shape[1]
-    b_ih = np.zeros(3 * hidden) if b_ih is None else b_ih
-    b_hh = np.zeros(3 * hidden) if b_hh is None else b_hh
+    b_ih, b_hh = (np.zeros(3 * hidden) if b is None else np.asarray(b, dtype=np.float64) for b in cell[2:])
     gi_all = xs @ w_ih.T + b_ih  # (T,B,3H): input projections of every step at once
     out = np.zeros((xs.shape[0], xs.shape[1], hidden))
     steps = range(xs.shape[0] - 1, -1, -1) if reverse else range(xs.shape[0])

@@ -24,8 +24,17 @@ class SelectionError(ValueError):
 def entry_point_families() -> dict[str, Callable[[], Iterable[Backend]]]:
     families: dict[str, Callable[[], Iterable[Backend]]] = {}
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        families[ep.name] = lambda ep=ep: ep.load()()  # import the module only when selected
+        families[ep.name] = _deferred(ep)
     return families
+
+
+def _deferred(ep: metadata.EntryPoint) -> Callable[[], Iterable[Backend]]:
+    """Import the family's module only when the family is selected."""
+
+    def factory() -> Iterable[Backend]:
+        return ep.load()()  # type: ignore[no-any-return]
+
+    return factory
 
 
 def load_factory(spec: str) -> Callable[[], Iterable[Backend]]:
