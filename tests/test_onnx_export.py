@@ -1,0 +1,122 @@
+"""Exported models: correct at other run shapes, weights rebound by name, cached, isolated.
+
+Exports are slow (a fresh interpreter each), so the tests share a few small
+signatures: the repo cache serves reruns; the cache and isolation tests use a
+private root so they see real exports.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("torch")
+
+from backends.base import UnsupportedCase
+from backends.onnx_export import STORE, ModelStore, Signature, weights_to_inputs
+from backends.onnx_runtime import OnnxBackend
+from conformance.case import Case
+from conformance.data import case_data
+from conformance.oracle import gru_reference
+
+# Packed, unsorted, bidirectional, h0, batch_first: the hardest path; exported at (B+2, T+3).
+PACKED = Case(
+    input_size=3,
+    hidden_size=4,
+    num_layers=2,
+    bidirectional=True,
+    batch_first=True,
+    initial_state=True,
+    batch=3,
+    seq_len=5,
+    lengths="unsorted",
+    export_shape="other",
+)
+DENSE = Case(input_size=2, hidden_size=3, batch=2, seq_len=4, export_shape="other")
+
+
+def column(source: str, runtime: str = "ort") -> OnnxBackend:
+    return OnnxBackend(family=f"onnx-{source}", source=source, runtime=runtime)
+
+
+def error(backend: OnnxBackend, case: Case) -> float:
+    weights, inputs = case_data(case)
+    got = backend.run(case, weights, inputs)
+    want = gru_reference(case, weights, inputs)
+    return max(
+        float(np.max(np.abs(got.output.astype(np.float64) - want.output))),
+        float(np.max(np.abs(got.h_n.astype(np.float64) - want.h_n))),
+    )
+
+
+@pytest.mark.parametrize("lengths", ["unsorted", "full"])
+@pytest.mark.parametrize("run_dims", [(3, 5), (2, 1), (1, 7)])
+def test_torchscript_packed_export_is_right_at_other_shapes(lengths: str, run_dims: tuple[int, int]) -> None:
+    """One export at (5, 8) serves every run shape, including batch 1 and seq_len 1, and new weights."""
+    batch, seq_len = run_dims
+    if batch < 2 or seq_len < 2:
+        lengths = "full"
+    case = Case(**{**PACKED.as_dict(), "batch": batch, "seq_len": seq_len, "lengths": lengths})
+    assert case.export_dims != run_dims
+    assert error(column("torchscript"), case) < 1e-5
+
+
+def test_rebinding_weights_is_verified_not_trusted() -> None:
+    """Two seeds share one export; each must match its own oracle, and not the other's."""
+    backend = column("torchscript")
+    first, second = PACKED, Case(**{**PACKED.as_dict(), "seed": 1})
+    assert Signature.of("torchscript", first) == Signature.of("torchscript", second)
+    assert error(backend, first) < 1e-5 and error(backend, second) < 1e-5
+    weights, inputs = case_data(first)
+    other_weights, _ = case_data(second)
+    stale = backend.run(first, other_weights, inputs)  # the wrong weights must show
+    assert np.max(np.abs(stale.output - gru_reference(first, weights, inputs).output)) > 1e-3
+
+
+def test_dynamo_dense_export_matches_and_records_facts() -> None:
+    backend = column("dynamo")
+    assert error(backend, DENSE) < 1e-5
+    facts = STORE.get("dynamo", DENSE).facts
+    assert facts["form"] == "GRU op" and facts["opset"] >= 18
+    assert any('"linear_before_reset": 1' in g for g in facts["gru_attributes"])
+
+
+def test_dynamo_packed_export_is_unsupported_with_torchs_message() -> None:
+    weights, inputs = case_data(PACKED)
+    with pytest.raises(UnsupportedCase, match=r"^dynamo export: TorchExportError: Failed to export"):
+        column("dynamo").run(PACKED, weights, inputs)
+
+
+def test_weights_to_inputs_refuses_a_folded_parameter() -> None:
+    """If an exporter folded a parameter away, rebinding must fail loudly rather than guess."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([], "g", [], [], [helper.make_tensor("gru.weight_ih_l0", TensorProto.FLOAT, [1], [0.0])])
+    with pytest.raises(RuntimeError, match="weight_hh_l0"):
+        weights_to_inputs(helper.make_model(graph), ["weight_ih_l0", "weight_hh_l0"])
+
+
+def test_second_run_exports_nothing(tmp_path: Path) -> None:
+    cases = [DENSE, Case(**{**DENSE.as_dict(), "seed": 3})]  # one signature
+    first = ModelStore(tmp_path)
+    first.prepare("torchscript", cases)
+    assert first.stats.count == {"torchscript": 1}
+    second = ModelStore(tmp_path)
+    second.prepare("torchscript", cases)
+    assert second.get("torchscript", DENSE).status == "ok"
+    assert second.stats.count == {}
+
+
+def test_dynamo_export_is_the_same_first_or_after_others(tmp_path: Path) -> None:
+    """The torch.export-based exporter keeps state in-process; our exports must not depend on history."""
+    others = [Case(input_size=4, hidden_size=2, num_layers=2, bidirectional=True), PACKED]
+    alone = ModelStore(tmp_path / "alone")
+    alone.prepare("dynamo", [DENSE])
+    after = ModelStore(tmp_path / "after", workers=1)  # one worker: strictly sequential, DENSE last
+    after.prepare("dynamo", [*others, DENSE])
+    assert after.stats.count == {"dynamo": 3}
+    assert alone.get("dynamo", DENSE).model == after.get("dynamo", DENSE).model
