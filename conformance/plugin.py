@@ -19,9 +19,10 @@ import pytest
 from backends.base import Backend
 from conformance import divergences, matrix, selection
 from conformance.case import Case, CaseError
-from conformance.engine import check, oracle_reference
+from conformance.engine import Reference, check, oracle_reference
 from conformance.environment import environment
 from conformance.results import Result, ResultsWriter, merge_worker_files, read_records, worker_path
+from conformance.vectors import VectorsError, VectorsReference, check_integrity
 
 DEFAULT_RESULTS = Path("reports/out/results.jsonl")
 DEFAULT_REPORT = Path("reports/out/report.html")
@@ -41,6 +42,8 @@ class ConformanceRun:
     worker: str
     described: set[str] = field(default_factory=set)
     verdicts: Counter[str] = field(default_factory=Counter)
+    reference: Reference = oracle_reference  # or stored vectors (--vectors)
+    reference_name: str = "oracle"  # "oracle" or the --vectors directory, as given
 
     def check(self, backend: Backend, case: Case) -> Result:
         if backend.name not in self.described:
@@ -63,7 +66,7 @@ class ConformanceRun:
                     "notes": notes,
                 }
             )
-        result = check(backend, case, oracle_reference, self.registry, self.precision)
+        result = check(backend, case, self.reference, self.registry, self.precision, self.reference_name)
         self.writer.write(result.as_record())
         self.verdicts[result.verdict] += 1
         return result
@@ -101,6 +104,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--matrix", default=str(matrix.DEFAULT_MATRIX), help="matrix file (default: fixtures/matrix.toml)")
     group.addoption("--divergences", default=str(divergences.DEFAULT_REGISTRY), help="known-divergence registry file")
+    group.addoption(
+        "--vectors",
+        default=None,
+        metavar="DIR",
+        help="take cases and expected values from stored vectors (e.g. fixtures/vectors/pairwise) instead of "
+        "the live oracle; --case selects among them, --tier/--seed/--matrix are ignored",
+    )
 
 
 def _worker_id(config: pytest.Config) -> str:
@@ -120,8 +130,13 @@ def _build_run(config: pytest.Config) -> ConformanceRun:
         raise pytest.UsageError(f"--precision: unknown mode {opt.precision!r}; valid: strict, default")
     if opt.tier not in matrix.TIERS:
         raise pytest.UsageError(f"--tier: unknown tier {opt.tier!r}; valid tiers: {', '.join(matrix.TIERS)}")
+    reference: Reference = oracle_reference
+    reference_name = "oracle"
     try:
-        if opt.case:
+        if opt.vectors:
+            cases, reference = _vectors_cases(opt.vectors, opt.case)
+            reference_name = opt.vectors
+        elif opt.case:
             cases = [Case.from_id(case_id) for case_id in opt.case]
         else:
             cases = matrix.cases(opt.tier, opt.seed, Path(opt.matrix))
@@ -153,11 +168,36 @@ def _build_run(config: pytest.Config) -> ConformanceRun:
                     "precision": opt.precision,
                     "backends": [b.name for b in backends],
                     "matrix": str(opt.matrix),
+                    "vectors": opt.vectors,
                 }
             )
             | {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         )
-    return ConformanceRun(cases, backends, registry, writer, results_path, opt.precision, worker)
+    return ConformanceRun(
+        cases,
+        backends,
+        registry,
+        writer,
+        results_path,
+        opt.precision,
+        worker,
+        reference=reference,
+        reference_name=reference_name,
+    )
+
+
+def _vectors_cases(root: str, case_ids: list[str] | None) -> tuple[list[Case], Reference]:
+    """Cases and reference from stored vectors, integrity-checked up front so a damaged file stops the run."""
+    try:
+        reference = VectorsReference(Path(root))
+        manifest = reference.manifest
+        cases = [manifest.entry(case_id).case for case_id in case_ids or manifest.cases]
+    except VectorsError as error:
+        raise pytest.UsageError(f"--vectors: {error}") from None
+    problems = check_integrity(manifest, [case.id for case in cases])
+    if problems:
+        raise pytest.UsageError("--vectors: the vectors failed their integrity check:\n" + "\n".join(problems))
+    return cases, reference
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -1,0 +1,401 @@
+"""Writing and reading stored vectors: one directory per tier, one folder of .npy files per case.
+
+Layout (documented in fixtures/README.md):
+
+    VECTORS/manifest.json      schema version, provenance, tolerance policy, cases, sha256 of every file
+    VECTORS/index.txt          the same cases, one line each, for readers without a JSON parser
+    VECTORS/<case id>/<name>.npy
+
+Every byte is a function of (tier, seed, matrix file, oracle, data generator), so
+regenerating must reproduce the committed files exactly; only the manifest's
+`produced_by` block (library versions) may legitimately differ between machines.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import platform
+import shutil
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from conformance import matrix
+from conformance.case import Case, CaseError
+from conformance.data import GruOutput, Inputs, Weights, param_names
+from conformance.dtypes import FORMATS, fmt
+from conformance.engine import oracle_reference
+from conformance.tolerance import LAMBDA, STORE_ROUNDINGS, derive
+from conformance.vectors.npy import NpyError, npy_bytes, read_npy
+
+SCHEMA = "gru-conformance-vectors"
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+INDEX = "index.txt"
+EXPECTED = ("expected_output", "expected_h_n")
+PRECISIONS = ("strict", "default")
+TOLERANCE_FORMULA = (
+    "atol = lambda * (store_roundings * unit_roundoff + sqrt(dot_length) * accumulate_roundoff) * sqrt(steps); "
+    "dot_length = max(input_size, hidden_size * num_directions if num_layers > 1 else 0) + hidden_size + 2; "
+    "steps = seq_len * num_layers"
+)
+
+
+class VectorsError(ValueError):
+    """Vectors that can't be trusted or used; the message names the file and, where there is one, the case."""
+
+
+def storage(array: np.ndarray, dtype: str) -> np.ndarray:
+    """The array as stored: bfloat16 as its raw uint16 bits (npy has no bfloat16), everything else as is."""
+    if dtype == "bfloat16":
+        return np.ascontiguousarray(array).view(np.uint16)
+    return array
+
+
+def decode(array: np.ndarray, dtype: str) -> np.ndarray:
+    """Inverse of `storage`: uint16 bits of a bfloat16 tensor become ml_dtypes.bfloat16 again."""
+    if dtype == "bfloat16" and array.dtype == np.uint16:
+        return array.view(fmt("bfloat16").numpy)
+    return array
+
+
+def sha256(blob: bytes) -> str:
+    return hashlib.sha256(blob).hexdigest()
+
+
+def tensors(case: Case) -> dict[str, tuple[np.ndarray, str]]:
+    """name -> (array, logical dtype) of everything stored for a case, in a fixed order."""
+    weights, inputs, expected = oracle_reference(case)
+    out: dict[str, tuple[np.ndarray, str]] = {name: (weights.tensors[name], case.dtype) for name in param_names(case)}
+    out["x"] = (inputs.x, case.dtype)
+    if inputs.h0 is not None:
+        out["h0"] = (inputs.h0, case.dtype)
+    if inputs.lengths is not None:
+        out["lengths"] = (np.asarray(inputs.lengths, dtype=np.int64), "int64")
+    out["expected_output"] = (np.asarray(expected.output, dtype=np.float64), "float64")
+    out["expected_h_n"] = (np.asarray(expected.h_n, dtype=np.float64), "float64")
+    return out
+
+
+def tolerance_policy() -> dict[str, Any]:
+    """The derivation of `conformance.tolerance`, as data: every parameter an outside reader needs.
+
+    Per-dtype parameters come from `derive` itself (on a one-step probe case), never restated here.
+    """
+    dtypes: dict[str, dict[str, Any]] = {}
+    for name in FORMATS:
+        probe = Case(input_size=1, hidden_size=1, seq_len=1, batch=1, dtype=name)
+        dtypes[name] = {}
+        for precision in PRECISIONS:
+            t = derive(probe, precision)
+            dtypes[name][precision] = {
+                "unit_roundoff": t.unit_roundoff,
+                "accumulate_roundoff": t.accumulate_roundoff,
+                "accumulate_format": t.accumulate_format,
+            }
+    return {
+        "lambda": LAMBDA,
+        "store_roundings": STORE_ROUNDINGS,
+        "formula": TOLERANCE_FORMULA,
+        "verdict": "max |actual - expected| <= atol over valid positions and over h_n; padded positions "
+        "(packed cases) must be exactly 0, else the verdict is 'convention'",
+        "dtypes": dtypes,
+        "precisions": {
+            "strict": "TF32 off: float32 accumulates in float32",
+            "default": "float32 (and 16-bit formats' float32 accumulation) may run in TF32 on a GPU",
+        },
+        "source": "conformance/tolerance.py",
+    }
+
+
+def produced_by() -> dict[str, Any]:
+    """Library versions, and the float environment that decides the expected values' last bits."""
+    versions: dict[str, str | None] = {}
+    for name in ("gru-conformance", "numpy", "ml_dtypes", "covertable"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {"packages": versions, "python": platform.python_version(), "float_environment": float_environment()}
+
+
+def float_environment() -> dict[str, Any]:
+    """What the oracle's float64 results depend on below tolerance level, bit for bit.
+
+    Inputs and weights are exact on every machine (integer PCG64 output, then rounding).
+    The expected values are not quite: numpy picks a SIMD tanh by CPU features, and
+    OpenBLAS picks a matmul kernel by CPU, and both change the last bit or two. Two
+    machines with equal environments regenerate identical bytes.
+    """
+    config = getattr(np.__config__, "CONFIG", {})
+    blas = config.get("Build Dependencies", {}).get("blas", {})
+    return {
+        "machine": platform.machine(),
+        "numpy": np.__version__,
+        "numpy_simd": sorted(config.get("SIMD Extensions", {}).get("found", [])),
+        "blas": f"{blas.get('name')} {blas.get('version')}",
+        "blas_core": _openblas_core(),
+    }
+
+
+def _openblas_core() -> str | None:
+    """The kernel OpenBLAS chose for this CPU (e.g. SkylakeX, Haswell); None where that can't be asked."""
+    try:
+        maps = Path("/proc/self/maps").read_text(encoding="utf-8")
+    except OSError:
+        return None
+    libraries = sorted({line.split()[-1] for line in maps.splitlines() if "openblas" in line and "/" in line})
+    for library in libraries:
+        try:
+            handle = ctypes.CDLL(library)
+        except OSError:
+            continue
+        for symbol in ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename", "openblas_get_corename"):
+            function = getattr(handle, symbol, None)
+            if function is not None:
+                function.restype = ctypes.c_char_p
+                return function().decode()
+    return None
+
+
+def _is_case_dir(path: Path) -> bool:
+    try:
+        Case.from_id(path.name)
+    except CaseError:
+        return False
+    return path.is_dir()
+
+
+def index_text(entries: list[dict[str, Any]]) -> str:
+    """One `key=value` line per case; a C reader splits on spaces and '=' and needs nothing else."""
+    lines = [
+        f"# {SCHEMA} index; the manifest is authoritative and holds this file's sha256",
+        f"schema {SCHEMA_VERSION}",
+    ]
+    for entry in entries:
+        c = entry["case"]
+        fields = {
+            "id": entry["id"],
+            "input_size": c["input_size"],
+            "hidden_size": c["hidden_size"],
+            "num_layers": c["num_layers"],
+            "bidirectional": int(c["bidirectional"]),
+            "batch_first": int(c["batch_first"]),
+            "bias": int(c["bias"]),
+            "batch": c["batch"],
+            "seq_len": c["seq_len"],
+            "packed": int(c["lengths"] != "dense"),
+            "initial_state": int(c["initial_state"]),
+            "dtype": c["dtype"],
+            "atol": repr(entry["tolerance"]["strict"]["atol"]),  # repr round-trips through strtod exactly
+        }
+        lines.append("case " + " ".join(f"{k}={v}" for k, v in fields.items()))
+    return "\n".join(lines) + "\n"
+
+
+def write(tier: str, out: Path, seed: int = 0, matrix_path: Path = matrix.DEFAULT_MATRIX) -> Path:
+    """Write a tier's vectors under `out`; replaces earlier vectors there, leaves other files alone."""
+    cases = matrix.cases(tier, seed, matrix_path)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.iterdir():  # only what an earlier write made: case folders, manifest, index
+        if _is_case_dir(stale):
+            shutil.rmtree(stale)
+    entries = []
+    for case in cases:
+        folder = out / case.id
+        folder.mkdir()
+        files = {}
+        for name, (array, dtype) in tensors(case).items():
+            stored = storage(array, dtype)
+            blob = npy_bytes(stored)
+            (folder / f"{name}.npy").write_bytes(blob)
+            files[name] = {
+                "path": f"{case.id}/{name}.npy",
+                "dtype": dtype,
+                "descr": stored.dtype.newbyteorder("<").str,
+                "shape": list(array.shape),
+                "bytes": len(blob),
+                "sha256": sha256(blob),
+            }
+        entries.append(
+            {
+                "id": case.id,
+                "case": case.as_dict(),
+                "tolerance": {p: derive(case, p).as_dict() for p in PRECISIONS},
+                "files": files,
+            }
+        )
+    index = index_text(entries).encode()
+    (out / INDEX).write_bytes(index)
+    manifest = {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "tier": tier,
+        "seed": seed,
+        "produced_by": produced_by(),
+        "format": "NPY 1.0, little-endian, C order; bfloat16 tensors stored as raw uint16 bits ('<u2'); "
+        "expected_* are the float64 oracle's output in PyTorch's layout; see fixtures/README.md",
+        "tolerance_policy": tolerance_policy(),
+        "files": {INDEX: {"bytes": len(index), "sha256": sha256(index)}},
+        "cases": entries,
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    return out
+
+
+@dataclass(frozen=True)
+class CaseEntry:
+    case: Case
+    tolerance: dict[str, dict[str, Any]]  # precision -> Tolerance.as_dict()
+    files: dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    root: Path
+    data: dict[str, Any]
+    cases: dict[str, CaseEntry]
+
+    @property
+    def path(self) -> Path:
+        return self.root / MANIFEST
+
+    def entry(self, case_id: str) -> CaseEntry:
+        try:
+            return self.cases[case_id]
+        except KeyError:
+            raise VectorsError(
+                f"{self.path}: case {case_id} is not in these vectors ({len(self.cases)} cases; their ids are "
+                f"listed in {self.root / INDEX})"
+            ) from None
+
+
+def load_manifest(root: Path) -> Manifest:
+    """Parse and sanity-check a manifest; a schema version this code doesn't know is refused, not guessed at."""
+    path = root / MANIFEST
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise VectorsError(f"{path}: no manifest here; is {root} a vectors directory?") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise VectorsError(f"{path}: not valid JSON ({error}); the manifest is damaged or truncated") from None
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        raise VectorsError(f"{path}: not a {SCHEMA} manifest")
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise VectorsError(
+            f"{path}: unknown schema_version {version!r}; this reader understands version {SCHEMA_VERSION} only"
+        )
+    cases: dict[str, CaseEntry] = {}
+    for number, raw in enumerate(data.get("cases", []), 1):
+        try:
+            case = Case.from_dict(raw["case"])
+            if case.id != raw["id"]:
+                raise CaseError(f"id {raw['id']} does not match its parameters ({case.id})")
+            cases[case.id] = CaseEntry(case, raw["tolerance"], raw["files"])
+        except (KeyError, TypeError, CaseError) as error:
+            raise VectorsError(f"{path}: case entry #{number} is malformed: {error}") from None
+    return Manifest(root, data, cases)
+
+
+def _read_checked(root: Path, spec: dict[str, Any], case_id: str | None) -> bytes:
+    """A vector file's bytes after checking existence, length and sha256 against the manifest."""
+    path = root / spec["path"] if "path" in spec else root / INDEX
+    about = f"case {case_id}" if case_id else "vectors index"
+    try:
+        blob = path.read_bytes()
+    except FileNotFoundError:
+        raise VectorsError(f"{path}: {about}: file is missing") from None
+    if len(blob) < spec["bytes"]:
+        raise VectorsError(f"{path}: {about}: truncated: {len(blob)} bytes, manifest says {spec['bytes']}")
+    if len(blob) > spec["bytes"]:
+        raise VectorsError(f"{path}: {about}: {len(blob)} bytes, manifest says {spec['bytes']}")
+    digest = sha256(blob)
+    if digest != spec["sha256"]:
+        raise VectorsError(
+            f"{path}: {about}: sha256 mismatch (file {digest[:16]}..., manifest {spec['sha256'][:16]}...): "
+            "the file changed after the vectors were written"
+        )
+    return blob
+
+
+def read_tensor(manifest: Manifest, case_id: str, name: str) -> np.ndarray:
+    """One stored tensor, integrity-checked and decoded to its logical dtype."""
+    spec = manifest.entry(case_id).files.get(name)
+    if spec is None:
+        raise VectorsError(f"{manifest.path}: case {case_id}: manifest lists no file '{name}'")
+    blob = _read_checked(manifest.root, spec, case_id)
+    path = manifest.root / spec["path"]
+    try:
+        array = read_npy(blob)
+    except NpyError as error:
+        raise VectorsError(f"{path}: case {case_id}: {error}") from None
+    if array.dtype.str != np.dtype(spec["descr"]).newbyteorder("=").str or list(array.shape) != spec["shape"]:
+        raise VectorsError(
+            f"{path}: case {case_id}: holds {array.dtype.str} {list(array.shape)}, "
+            f"manifest says {spec['descr']} {spec['shape']}"
+        )
+    return decode(array, spec["dtype"])
+
+
+def check_integrity(manifest: Manifest, case_ids: list[str] | None = None) -> list[str]:
+    """Every problem with the index and the listed cases' files (all cases by default), one message each."""
+    problems = []
+    try:
+        _read_checked(manifest.root, manifest.data["files"][INDEX], None)
+    except VectorsError as error:
+        problems.append(str(error))
+    for case_id in case_ids if case_ids is not None else list(manifest.cases):
+        try:
+            entry = manifest.entry(case_id)
+            for name in entry.files:
+                read_tensor(manifest, case_id, name)
+        except VectorsError as error:
+            problems.append(str(error))
+    return problems
+
+
+def load_case(manifest: Manifest, case_id: str) -> tuple[Weights, Inputs, GruOutput]:
+    """What the engine's `reference` returns, read from the vectors instead of computed."""
+    entry = manifest.entry(case_id)
+    case = entry.case
+    missing = [n for n in [*param_names(case), "x", *EXPECTED] if n not in entry.files]
+    if case.initial_state and "h0" not in entry.files:
+        missing.append("h0")
+    if case.packed and "lengths" not in entry.files:
+        missing.append("lengths")
+    if missing:
+        raise VectorsError(f"{manifest.path}: case {case_id}: manifest lists no file for {', '.join(missing)}")
+
+    def read(name: str) -> np.ndarray:
+        array = read_tensor(manifest, case_id, name)
+        array.setflags(write=False)  # as case_data's arrays: an adapter must not write into its inputs
+        return array
+
+    weights = Weights({name: read(name) for name in param_names(case)})
+    inputs = Inputs(
+        x=read("x"),
+        h0=read("h0") if case.initial_state else None,
+        lengths=read("lengths") if case.packed else None,
+    )
+    return weights, inputs, GruOutput(output=read("expected_output"), h_n=read("expected_h_n"))
+
+
+class VectorsReference:
+    """The engine's `reference` callable backed by stored vectors; each case is read (and hashed) once."""
+
+    def __init__(self, root: Path) -> None:
+        self.manifest = load_manifest(root)
+        self._load = lru_cache(maxsize=64)(self._read)
+
+    def _read(self, case_id: str) -> tuple[Weights, Inputs, GruOutput]:
+        return load_case(self.manifest, case_id)
+
+    def __call__(self, case: Case) -> tuple[Weights, Inputs, GruOutput]:
+        return self._load(case.id)

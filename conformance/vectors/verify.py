@@ -1,0 +1,189 @@
+"""Checking an outside implementation's outputs against stored vectors, with the suite's own comparison.
+
+Outputs use the vectors' format: OUTPUTS/<case id>/output.npy and h_n.npy, in the
+case dtype (bfloat16 as raw uint16 bits), PyTorch's layout. A case the
+implementation can't express is declared by OUTPUTS/<case id>/unsupported.txt
+holding the reason, so "unsupported" stays distinct from "failed" as in the suite.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from conformance.case import Case
+from conformance.compare import compare, verdict_of
+from conformance.data import GruOutput
+from conformance.environment import environment
+from conformance.results import Result, ResultsWriter
+from conformance.tolerance import Tolerance
+from conformance.vectors.npy import NpyError, npy_bytes, read_npy
+from conformance.vectors.store import Manifest, VectorsError, check_integrity, decode, load_case, storage
+
+OUTPUT_NAMES = ("output", "h_n")
+UNSUPPORTED = "unsupported.txt"
+FAILING = ("fail", "error")
+
+
+@dataclass(frozen=True)
+class Implementation:
+    """How the outside implementation appears in results and reports (one column)."""
+
+    name: str = "external"
+    family: str = "external"
+    device: str = "unknown"
+
+
+def write_outputs(outputs: Path, case: Case, result: GruOutput) -> None:
+    """Store one case's outputs in the verifier's format (a helper for Python implementations)."""
+    folder = outputs / case.id
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in OUTPUT_NAMES:
+        array = np.asarray(getattr(result, name))
+        (folder / f"{name}.npy").write_bytes(npy_bytes(storage(array, case.dtype)))
+
+
+def read_output(path: Path, case: Case) -> np.ndarray:
+    """One output file, decoded; errors name the file and the case."""
+    try:
+        blob = path.read_bytes()
+    except FileNotFoundError:
+        raise VectorsError(f"{path}: case {case.id}: output file is missing") from None
+    try:
+        array = read_npy(blob)
+    except NpyError as error:
+        raise VectorsError(f"{path}: case {case.id}: {error}") from None
+    return decode(array, case.dtype)
+
+
+def rerun_command(vectors: Path, outputs: Path, case: Case, precision: str) -> str:
+    parts = ["python", "-m", "conformance.vectors", "verify", str(vectors), str(outputs), "--case", case.id]
+    if precision != "strict":
+        parts += ["--precision", precision]
+    return shlex.join(parts)
+
+
+def verify_case(
+    manifest: Manifest, outputs: Path, case_id: str, precision: str = "strict", impl: Implementation | None = None
+) -> Result:
+    """One case's Result: compare() decides shape, dtype and arithmetic; unreadable outputs are `error`."""
+    impl = impl or Implementation()
+    entry = manifest.entry(case_id)
+    case = entry.case
+    result = Result(
+        case=case,
+        backend=impl.name,
+        family=impl.family,
+        device=impl.device,
+        verdict="pass",
+        rerun=rerun_command(manifest.root, outputs, case, precision),
+        precision=precision,
+        reference=str(manifest.root),
+    )
+    started = time.perf_counter()
+    folder = outputs / case_id
+    if (folder / UNSUPPORTED).is_file():
+        reason = (folder / UNSUPPORTED).read_text(encoding="utf-8", errors="replace").strip()
+        result.verdict, result.reason = "unsupported", reason or "declared unsupported"
+        return result
+    _, inputs, expected = load_case(manifest, case_id)
+    try:
+        actual = GruOutput(*(read_output(folder / f"{name}.npy", case) for name in OUTPUT_NAMES))
+    except VectorsError as error:
+        result.verdict, result.reason = "error", str(error)
+        result.timing = {"compare_s": time.perf_counter() - started}
+        return result
+    try:
+        tolerance = Tolerance(**entry.tolerance[precision])
+    except (KeyError, TypeError) as error:
+        raise VectorsError(
+            f"{manifest.path}: case {case_id}: tolerance record {entry.tolerance.get(precision)!r} does not fit "
+            f"this version of conformance.tolerance ({error}); regenerate the vectors"
+        ) from None
+    result.tolerance = tolerance.as_dict()
+    result.checks = compare(case, expected, actual, tolerance, inputs.lengths)
+    result.verdict = verdict_of(result.checks)
+    result.reason = "\n".join(
+        f"{folder / (c.name.split('.')[0] + '.npy')}: case {case_id}: {c.message}"
+        for c in result.checks
+        if not c.passed
+    )
+    result.timing = {"compare_s": time.perf_counter() - started}
+    return result
+
+
+def verify(
+    manifest: Manifest,
+    outputs: Path,
+    case_ids: list[str] | None = None,
+    precision: str = "strict",
+    impl: Implementation | None = None,
+) -> list[Result]:
+    """Results for the selected cases (all by default). Raises VectorsError if the vectors themselves are damaged."""
+    ids = [manifest.entry(case_id).case.id for case_id in case_ids] if case_ids else list(manifest.cases)
+    problems = check_integrity(manifest, ids)
+    if problems:
+        raise VectorsError("the vectors failed their integrity check:\n" + "\n".join(problems))
+    return [verify_case(manifest, outputs, case_id, precision, impl) for case_id in ids]
+
+
+def print_table(results: list[Result], out: TextIO) -> None:
+    """One line per case: verdict, worst headroom (error / tolerance), and the first problem if any."""
+    width = max([len(r.case.id) for r in results] + [4])
+    out.write(f"{'case':<{width}}  {'verdict':<11}  {'headroom':>9}  detail\n")
+    for r in results:
+        headroom = "" if r.worst_headroom is None else f"{r.worst_headroom:.3g}"
+        detail = r.reason.splitlines()[0] if r.reason else ""
+        out.write(f"{r.case.id:<{width}}  {r.verdict:<11}  {headroom:>9}  {detail}\n")
+        for line in r.reason.splitlines()[1:]:
+            out.write(f"{'':<{width}}  {'':<11}  {'':>9}  {line}\n")
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r.verdict] = counts.get(r.verdict, 0) + 1
+    out.write("verdicts: " + ", ".join(f"{n} {v}" for v, n in sorted(counts.items())) + "\n")
+
+
+def write_results(
+    path: Path, manifest: Manifest, outputs: Path, results: list[Result], precision: str, impl: Implementation
+) -> None:
+    """The suite's JSONL schema (environment, backend, result, end), so `python -m reports render` can show it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("", encoding="utf-8")  # one file per run, as the plugin does
+    writer = ResultsWriter(path, time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8])
+    options = {
+        "tier": manifest.data.get("tier"),
+        "cases": len(results),
+        "seed": manifest.data.get("seed"),
+        "device": impl.device,
+        "precision": precision,
+        "backends": [impl.name],
+        "vectors": str(manifest.root),
+        "outputs": str(outputs),
+    }
+    writer.write(environment(options) | {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    writer.write(
+        {
+            "kind": "backend",
+            "backend": impl.name,
+            "family": impl.family,
+            "device": impl.device,
+            "available": True,
+            "availability": "",
+            "notes": {"outputs": str(outputs), "checked_by": "python -m conformance.vectors verify"},
+        }
+    )
+    counts: dict[str, int] = {}
+    for result in results:
+        writer.write(result.as_record())
+        counts[result.verdict] = counts.get(result.verdict, 0) + 1
+    failed = any(r.verdict in FAILING for r in results)
+    writer.write(
+        {"kind": "end", "exitstatus": int(failed), "counts": counts, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    )
+    writer.close()
