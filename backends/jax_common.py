@@ -1,0 +1,236 @@
+"""What the four JAX adapters share: cache setup, x64 scoping, dtypes, devices, compile counting.
+
+Heavy imports stay inside functions so that importing an adapter module costs nothing and
+a missing jax only makes the JAX backends unavailable (with the reason), never the others.
+
+Compilation policy, the same for every JAX backend:
+
+* Each adapter jits one program per *structure* (the fields of `Case.structure`): weights,
+  inputs, h0 and lengths are arguments, so jax's own cache keys it on shapes and dtypes
+  and a new seed or new lengths never recompile. Distinct signatures = distinct
+  (structure, batch, seq_len) per device.
+* JAX's persistent compilation cache is on, in `<repo>/.cache/jax` (or
+  `$GRU_CONFORMANCE_CACHE/jax`), with no minimum compile time or entry size, so a second
+  run of a tier compiles nothing. It must be configured before the first compile of the
+  process, hence `configure_jax()` at the top of every adapter method that touches jax.
+* float64 runs under `jax.enable_x64(True)` as a context manager, only for float64 cases:
+  x64 never leaks into other cases or other code in the process. The jitted program is
+  traced and called inside the scope, so its inputs keep their float64 dtype.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from backends.base import Availability, BaseBackend, first_line
+from conformance.case import Case
+from conformance.dtypes import fmt
+
+INSTALL_HINT = "pip install -e '.[jax]' -c constraints.txt"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CACHE_ENV = "GRU_CONFORMANCE_CACHE"
+PROGRAM_PREFIX = "gru_conformance_"  # every jitted program we own is named with this prefix
+
+_configured = False
+_lock = threading.Lock()
+
+
+def cache_dir() -> Path:
+    """Where the persistent XLA cache lives: `$GRU_CONFORMANCE_CACHE/jax`, else `<repo>/.cache/jax`."""
+    root = os.environ.get(CACHE_ENV)
+    return (Path(root) if root else REPO_ROOT / ".cache") / "jax"
+
+
+def configure_jax() -> None:
+    """Turn on the persistent compilation cache (once per process) and start counting compiles.
+
+    The thresholds are zeroed because every program here compiles in milliseconds: with
+    jax's defaults (1 s, size overrides) nothing would ever be written.
+    """
+    global _configured
+    with _lock:
+        if _configured:
+            return
+        import jax
+
+        path = cache_dir()
+        path.mkdir(parents=True, exist_ok=True)
+        jax.config.update("jax_compilation_cache_dir", str(path))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+        COMPILES.install()
+        _configured = True
+
+
+@dataclass
+class CompileLog:
+    """XLA compile requests seen through `jax.monitoring`, split by program and by cache outcome.
+
+    jax records `/jax/core/compile/backend_compile_duration` (with `fun_name`) around every
+    compile request, including ones answered by the persistent cache; a hit additionally
+    records `/jax/compilation_cache/cache_hits` inside that window. So a request with no hit
+    event is a real XLA compile.
+    """
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    _hit_pending: bool = False
+    _installed: bool = False
+
+    def install(self) -> None:
+        if self._installed:
+            return
+        from jax import monitoring
+
+        monitoring.register_event_listener(self._on_event)
+        monitoring.register_event_duration_secs_listener(self._on_duration)
+        self._installed = True
+
+    def _on_event(self, event: str, **_: Any) -> None:
+        if event == "/jax/compilation_cache/cache_hits":
+            self._hit_pending = True
+
+    def _on_duration(self, event: str, duration: float, **kwargs: Any) -> None:
+        if event == "/jax/core/compile/backend_compile_duration":
+            name = str(kwargs.get("fun_name", ""))
+            self.events.append({"fun_name": name, "seconds": duration, "cache_hit": self._hit_pending})
+            self._hit_pending = False
+
+    def mark(self) -> int:
+        return len(self.events)
+
+    def since(self, mark: int) -> list[dict[str, Any]]:
+        return self.events[mark:]
+
+
+COMPILES = CompileLog()
+
+
+def summarize(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Counts and seconds for our programs vs library set-up ops, XLA compiles vs cache hits."""
+    ours = [e for e in events if PROGRAM_PREFIX in e["fun_name"]]
+    other = [e for e in events if PROGRAM_PREFIX not in e["fun_name"]]
+    return {
+        "program_compiles": sum(not e["cache_hit"] for e in ours),
+        "program_cache_hits": sum(e["cache_hit"] for e in ours),
+        "program_compile_s": sum(e["seconds"] for e in ours),
+        "setup_compiles": sum(not e["cache_hit"] for e in other),
+        "setup_cache_hits": sum(e["cache_hit"] for e in other),
+        "setup_names": sorted({e["fun_name"] for e in other}),
+    }
+
+
+@contextlib.contextmanager
+def x64_scope(dtype: str) -> Iterator[None]:
+    """x64 on for float64 cases only, as a scoped context (never a global flag flip)."""
+    import jax
+
+    if dtype == "float64":
+        with jax.enable_x64(True):
+            yield
+    else:
+        yield
+
+
+def jnp_dtype(name: str) -> Any:
+    import jax.numpy as jnp
+
+    return {"float32": jnp.float32, "float64": jnp.float64, "float16": jnp.float16, "bfloat16": jnp.bfloat16}[name]
+
+
+def to_numpy(array: Any) -> np.ndarray:
+    """A jax array as numpy in the dtype jax produced: a wrong dtype must stay visible."""
+    return np.asarray(array)
+
+
+def host_array(array: np.ndarray | None, dtype: str) -> np.ndarray | None:
+    """Case data in exactly the case dtype (already so; asserted so a mistake can't hide)."""
+    if array is None:
+        return None
+    assert array.dtype == fmt(dtype).numpy, (array.dtype, dtype)
+    return np.ascontiguousarray(array)
+
+
+def host_lengths(lengths: np.ndarray | None) -> np.ndarray | None:
+    """int32 lengths: jax's default integer width without x64, so no truncation warning or retrace."""
+    return None if lengths is None else np.asarray(lengths, dtype=np.int32)
+
+
+def jax_device(kind: str) -> Any:
+    import jax
+
+    return jax.devices("gpu" if kind == "cuda" else "cpu")[0]
+
+
+def gpu_seen() -> bool:
+    """True when jax has a GPU backend (never raises: no jax or no GPU plugin means False)."""
+    try:
+        import jax
+
+        return bool(jax.devices("gpu"))
+    except Exception:
+        return False
+
+
+def precision_notes() -> dict[str, Any]:
+    """Versions and the settings that decide how precisely jax computes a float32 matmul."""
+    import jax
+    import jaxlib
+
+    return {
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "jax_default_matmul_precision": jax.config.jax_default_matmul_precision,
+        "x64": "enabled only inside float64 cases (jax.enable_x64 context)",
+        "persistent_cache": str(cache_dir()),
+    }
+
+
+@dataclass
+class JaxBackend(BaseBackend):
+    """Availability, device placement and the per-structure jit cache shared by the JAX adapters."""
+
+    modules: tuple[str, ...] = ("jax",)
+    _programs: dict[tuple[Any, ...], Any] = field(default_factory=dict, repr=False)
+
+    def availability(self) -> Availability:
+        for module in self.modules:
+            try:
+                importlib.import_module(module)
+            except Exception as error:  # an ImportError, or a broken install raising anything
+                return Availability(False, f"{module} is not importable: {first_line(error)}", INSTALL_HINT)
+        if self.device == "cuda" and not gpu_seen():
+            return Availability(False, "jax sees no GPU")
+        return Availability.ok()
+
+    def program(self, case: Case) -> Any:
+        """The jitted program of this case's structure, built once and reused across cases."""
+        key = case.structure
+        if key not in self._programs:
+            configure_jax()
+            self._programs[key] = self.build_program(case)
+        return self._programs[key]
+
+    def build_program(self, case: Case) -> Any:  # pragma: no cover - each adapter defines it
+        raise NotImplementedError
+
+    def jit(self, fn: Any) -> Any:
+        """jax.jit of fn under a recognizable name, so compile counting can tell our programs apart."""
+        import jax
+
+        fn.__name__ = fn.__qualname__ = PROGRAM_PREFIX + self.family.replace("-", "_")
+        return jax.jit(fn)
+
+    def put(self, tree: Any) -> Any:
+        """Host arrays onto this backend's device (a transfer, never a compile)."""
+        import jax
+
+        return jax.device_put(tree, jax_device(self.device))

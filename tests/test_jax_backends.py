@@ -1,0 +1,162 @@
+"""The JAX adapters through the real engine: exact in float64, planted converter bugs fail,
+unsupported cases say why, dtypes are the backend's own, and jit compiles once per signature.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("jax")
+pytest.importorskip("flax")
+
+from backends import equinox_gru, flax_linen, flax_nnx, keras_jax
+from backends.converters import equinox_gru as eqx_conv
+from backends.converters import flax_linen as linen_conv
+from backends.converters import flax_nnx as nnx_conv
+from backends.converters import keras_gru as keras_conv
+from backends.jax_common import COMPILES, REPO_ROOT, summarize
+from conformance import divergences
+from conformance.case import Case
+from conformance.data import case_data
+from conformance.engine import check, oracle_reference
+
+FACTORIES: dict[str, Callable[[], Any]] = {
+    "flax-linen": flax_linen.FlaxLinenGru,
+    "flax-nnx": flax_nnx.FlaxNnxGru,
+    "equinox": equinox_gru.EquinoxGru,
+    "keras-jax": keras_jax.KerasJaxGru,
+}
+_BACKENDS: dict[str, Any] = {}
+
+
+def backend(family: str) -> Any:
+    """One adapter instance per family for the whole module, so its jit cache is shared like in a run."""
+    if family not in _BACKENDS:
+        _BACKENDS[family] = FACTORIES[family]()
+    return _BACKENDS[family]
+
+
+# Small cases covering every dimension; nnx can only run bias=False (no b_hn).
+DENSE_BI_H0 = Case(3, 4, num_layers=2, bidirectional=True, batch_first=True, initial_state=True, batch=2, seq_len=4)
+PACKED_BI = Case(3, 4, bidirectional=True, lengths="unsorted", batch=3, seq_len=4)
+
+
+def case_for(family: str, case: Case, **changes: Any) -> Case:
+    fields = {**case.as_dict(), **changes}
+    if family == "flax-nnx":
+        fields["bias"] = False
+    return Case.from_dict(fields)
+
+
+@pytest.mark.parametrize("family", list(FACTORIES))
+@pytest.mark.parametrize("base", [DENSE_BI_H0, PACKED_BI], ids=["dense-bi-h0-bf", "packed-bi-tm"])
+def test_float64_matches_the_oracle(family: str, base: Case) -> None:
+    case = case_for(family, base, dtype="float64")
+    result = check(backend(family), case, oracle_reference, divergences.load())
+    output = next(c for c in result.checks if c.name == "output")
+    h_n = next(c for c in result.checks if c.name == "h_n")
+    if family == "keras-jax":  # keras computes tanh in float32 (registered divergence)
+        assert result.verdict == "known_divergence", result.reason
+        assert result.divergence == "keras-jax-float64-tanh-in-float32"
+        return
+    assert output.passed and h_n.passed, result.reason
+    # Packed: padded outputs are the library's (not zeroed), which the engine names a convention.
+    assert result.verdict == ("convention" if case.packed and family != "keras-jax" else "pass"), result.reason
+
+
+def test_nnx_declares_b_hn_unsupported() -> None:
+    result = check(backend("flax-nnx"), Case(3, 4), oracle_reference)
+    assert result.verdict == "unsupported" and "b_hn" in result.reason
+    assert backend("flax-nnx").describe()["cannot_represent"]
+
+
+@pytest.mark.parametrize("family", list(FACTORIES))
+def test_output_dtype_is_what_the_backend_produced(family: str) -> None:
+    case = case_for(family, Case(3, 4, dtype="float16", seq_len=3))
+    weights, inputs = case_data(case)
+    out = backend(family).run(case, weights, inputs)
+    assert out.output.dtype == np.float16 and out.h_n.dtype == np.float16
+
+
+# Planted converter bugs: each must turn a passing float32 case into a failing one.
+def _unfolded(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.array(a)  # "forgets" to add the recurrent bias
+
+
+def _swap_rz_columns(original: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        cell = original(*args, **kwargs)
+        kernel = cell["dense_i"]["kernel"]
+        h = kernel.shape[1] // 3
+        cell["dense_i"]["kernel"] = np.concatenate([kernel[:, h : 2 * h], kernel[:, :h], kernel[:, 2 * h :]], axis=1)
+        return cell
+
+    return wrapped
+
+
+PLANTED = {
+    "flax-linen: b_hr/b_hz not folded": ("flax-linen", linen_conv, "fold", _unfolded),
+    "equinox: b_hr/b_hz not folded": ("equinox", eqx_conv, "fold", _unfolded),
+    "keras-jax: gates left in (r,z,n) order": ("keras-jax", keras_conv, "_to_zrn", lambda a: np.array(a)),
+    "flax-nnx: r and z kernels swapped": ("flax-nnx", nnx_conv, "cell_to_nnx", _swap_rz_columns(nnx_conv.cell_to_nnx)),
+}
+
+
+@pytest.mark.parametrize("bug", list(PLANTED))
+def test_planted_converter_bug_fails_the_suite(bug: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    family, module, attribute, replacement = PLANTED[bug]
+    case = case_for(family, Case(3, 4, bidirectional=True, seq_len=4))
+    assert check(backend(family), case, oracle_reference).verdict == "pass"
+    monkeypatch.setattr(module, attribute, replacement)
+    result = check(backend(family), case, oracle_reference)
+    assert result.verdict == "fail", result.reason
+
+
+def test_new_lengths_and_seeds_do_not_recompile() -> None:
+    """Same structure and shapes: one program compile in all, whatever the lengths."""
+    linen = flax_linen.FlaxLinenGru()  # a fresh adapter: its own jit cache
+    cases = [
+        Case(3, 5, lengths=kind, batch=4, seq_len=6, seed=seed)
+        for kind in ("sorted", "unsorted", "full")
+        for seed in (7, 8)
+    ]
+    assert len({tuple(case_data(c)[1].lengths) for c in cases}) > 3
+    mark = COMPILES.mark()
+    for case in cases:
+        weights, inputs = case_data(case)
+        linen.run(case, weights, inputs)
+    counts = summarize(COMPILES.since(mark))
+    assert counts["program_compiles"] + counts["program_cache_hits"] == 1, counts
+
+
+def test_second_process_compiles_nothing(tmp_path: Any) -> None:
+    """The persistent cache: the same run in a new process is all cache hits."""
+    script = (
+        "import json; from backends.flax_linen import FlaxLinenGru; from backends.jax_common import COMPILES, summarize;"
+        "from conformance.case import Case; from conformance.data import case_data;"
+        "c = Case(2, 3, bidirectional=True, lengths='sorted', batch=2, seq_len=3); w, i = case_data(c);"
+        "FlaxLinenGru().run(c, w, i); print(json.dumps(summarize(COMPILES.events)))"
+    )
+    env = {**os.environ, "GRU_CONFORMANCE_CACHE": str(tmp_path)}
+    runs = [
+        json.loads(
+            subprocess.run(
+                [sys.executable, "-c", script], cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=True
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
+        for _ in range(2)
+    ]
+    assert runs[0]["program_compiles"] == 1
+    assert runs[1]["program_compiles"] == 0 and runs[1]["setup_compiles"] == 0, runs[1]
+    assert runs[1]["program_cache_hits"] == 1
+    assert (tmp_path / "jax").is_dir()
