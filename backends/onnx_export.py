@@ -348,6 +348,18 @@ class ModelStore:
             self.memory[key] = loaded
         return self.memory[key]
 
+    def cached_facts(self, exporter: str) -> list[dict[str, Any]]:
+        """Facts of every model this exporter has in the cache for the installed library versions."""
+        found = []
+        for meta_path in sorted((self.root / exporter).glob("*.json")):
+            try:
+                meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if meta.get("status") == "ok" and meta.get("signature", {}).get("versions") == versions():
+                found.append(meta["facts"])
+        return found
+
     def prepare(self, exporter: str, cases: Iterable[Case]) -> None:
         """Export every missing signature of `cases`, in parallel fresh processes."""
         todo: dict[Signature, Case] = {}

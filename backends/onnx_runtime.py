@@ -212,9 +212,15 @@ class OnnxBackend(BaseBackend):
                 if self.source == "torchscript"
                 else "dynamo=True, optimize=False"
             ) + "; dynamic batch and seq_len; weights rebound by state_dict name"
-        # Facts of the models this column ran, merged: opset, op types, GRU attributes.
+        # Facts of the models this column ran or has cached, merged: opset, op types, GRU attributes.
+        # (The plugin asks before the first run, so the on-disk cache is the useful source.)
         merged: dict[str, set[str]] = {}
-        for facts in self.facts.values():
+        known = list(self.facts.values())
+        if self.source != "spec":
+            from backends.onnx_export import STORE
+
+            known += STORE.cached_facts(self.source)
+        for facts in known:
             for k, v in facts.items():
                 merged.setdefault(k, set()).update(map(str, v if isinstance(v, list) else [v]))
         notes["models"] = {k: sorted(v) for k, v in merged.items()}
