@@ -1,0 +1,182 @@
+"""The page: a Jinja2 template with autoescaping, inline CSS/JS, and the case data as JSON.
+
+Everything a library wrote (messages, versions, notes) reaches the page either
+through an autoescaped `{{ }}` or inside the JSON block, which `tojson` makes
+HTML-safe and the script only ever inserts with `textContent`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from conformance.case import Case
+from conformance.engine import rerun_command
+from reports.load import SEVERITY, Column, Merged
+from reports.summary import Feature, round_sig
+
+DIMENSIONS = tuple(f.name for f in fields(Case))
+
+
+# Beside this module (installed as package data): a plain path works for editable and
+# regular installs alike, where importlib.resources trips over the editable namespace finder.
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+
+def _template_text(name: str) -> str:
+    return (TEMPLATES / name).read_text(encoding="utf-8")
+
+
+def flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """Nested notes as (dotted key, text) pairs: readable without a JSON viewer."""
+    if isinstance(value, dict):
+        pairs: list[tuple[str, str]] = []
+        for key, item in value.items():
+            pairs += flatten(item, f"{prefix}.{key}" if prefix else str(key))
+        return pairs
+    if isinstance(value, list | tuple):
+        if all(not isinstance(v, dict | list | tuple) for v in value):
+            return [(prefix, ", ".join(map(str, value)) if value else "(none)")]
+        return [pair for i, item in enumerate(value) for pair in flatten(item, f"{prefix}[{i}]")]
+    return [(prefix, "-" if value is None else str(value))]
+
+
+def _check_detail(check: dict[str, Any]) -> dict[str, Any]:
+    keep = (
+        "name",
+        "kind",
+        "passed",
+        "message",
+        "max_abs",
+        "max_rel",
+        "max_ulp",
+        "tolerance",
+        "headroom",
+        "worst_index",
+        "expected",
+        "actual",
+    )
+    return {k: check[k] for k in keep if k in check}
+
+
+def _compact(item: dict[str, Any]) -> dict[str, Any]:
+    """Drop empty values: most of the full tier's details are one-line `unsupported` reasons."""
+    return {k: v for k, v in item.items() if v not in (None, "", [], {})}
+
+
+def page_data(merged: Merged, rows: list[Feature]) -> dict[str, Any]:
+    """Compact, column-indexed data for the case table and the cell panel."""
+    column_index = {c.key: i for i, c in enumerate(merged.columns)}
+    rerun_prefix = {c.key: rerun_command(Case(1, 1), c.backend).removesuffix(Case(1, 1).id) for c in merged.columns}
+    values: dict[str, list[Any]] = {d: [] for d in DIMENSIONS}
+    lookup: dict[str, dict[Any, int]] = {d: {} for d in DIMENSIONS}
+    case_index: dict[str, int] = {}
+    cases: list[list[Any]] = []
+    verdicts = list(SEVERITY)
+    rows_out: list[list[Any]] = []
+    details: list[dict[str, Any]] = []
+    for entry in merged.entries:
+        if entry.case_id not in case_index:
+            indices = []
+            for dim in DIMENSIONS:
+                value = entry.case.get(dim)
+                if value not in lookup[dim]:
+                    lookup[dim][value] = len(values[dim])
+                    values[dim].append(value)
+                indices.append(lookup[dim][value])
+            case_index[entry.case_id] = len(cases)
+            cases.append([entry.case_id, indices])
+        verdict = entry.verdict
+        detail = -1
+        if verdict != "pass":
+            detail = len(details)
+            prefix = rerun_prefix[entry.column]
+            details.append(
+                [
+                    _compact(
+                        {
+                            "verdict": r["verdict"],
+                            "reason": r["reason"],
+                            # The usual command is rebuilt by the page from the column's prefix and the case id.
+                            "rerun": 1 if r["rerun"] == prefix + entry.case_id else r["rerun"],
+                            "divergence": r["divergence"],
+                            "run": r["run_id"] if len(entry.seen) > 1 else None,
+                            "source": r["source"] if len(entry.seen) > 1 else None,
+                            "tolerance": r["tolerance"] if r["checks"] else None,
+                            "checks": [_check_detail(c) for c in r["checks"]],
+                        }
+                    )
+                    for r in sorted(entry.seen, key=lambda r: SEVERITY.index(r["verdict"]))
+                ]
+            )
+        rows_out.append(
+            [
+                column_index[entry.column],
+                case_index[entry.case_id],
+                verdicts.index(verdict),
+                round_sig(entry.worst_headroom, 4),
+                round_sig(entry.max_abs, 4),
+                detail,
+            ]
+        )
+    for dim in DIMENSIONS:  # filter menus in natural order
+        order = sorted(range(len(values[dim])), key=lambda i: (str(type(values[dim][i])), values[dim][i]))
+        remap = {old: new for new, old in enumerate(order)}
+        values[dim] = [values[dim][i] for i in order]
+        for case in cases:
+            case[1][DIMENSIONS.index(dim)] = remap[case[1][DIMENSIONS.index(dim)]]
+    return {
+        "columns": [
+            {"key": c.key, "backend": c.backend, "family": c.family, "env": c.env_label, "rerun": rerun_prefix[c.key]}
+            for c in merged.columns
+        ],
+        "dims": list(DIMENSIONS),
+        "values": values,
+        "cases": cases,
+        "verdicts": verdicts,
+        "rows": rows_out,
+        "details": details,
+        "features": [f.as_dict() for f in rows],
+    }
+
+
+def short_name(column: Column) -> str:
+    """The column head under its family: "cpu" for torch[cpu], "ort[cuda]" for onnx-spec/ort[cuda]."""
+    rest = column.backend[len(column.family) :] if column.backend.startswith(column.family) else column.backend
+    rest = rest.lstrip("/")
+    if rest.startswith("[") and rest.endswith("]"):
+        rest = rest[1:-1]
+    return rest or column.backend
+
+
+def column_notes(column: Column) -> list[tuple[str, str]]:
+    pairs: list[tuple[str, str]] = []
+    for notes in column.notes:
+        for pair in flatten(notes):
+            if pair not in pairs:
+                pairs.append(pair)
+    return pairs
+
+
+def render_page(context: dict[str, Any]) -> str:
+    import jinja2
+    from markupsafe import Markup
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["sig"] = lambda v, d=2: "–" if v is None else f"{v:.{d}g}"
+    template = env.get_template("report.html.j2")
+    return template.render(
+        **context,
+        css=Markup(_template_text("report.css")),
+        js=Markup(_template_text("report.js")),
+        flatten=flatten,
+        column_notes=column_notes,
+        short_name=short_name,
+    )

@@ -1,0 +1,261 @@
+"""Matrix rows (features), cells, the diffable JSON summary and `--compare`.
+
+A feature is one condition on one case field (`num_layers == 2`, `seq_len >= 256`),
+so the page's JavaScript can apply the very same condition to list a cell's cases
+without a second copy of the logic.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from conformance.case import DTYPES, LENGTHS
+from reports.load import FLAKY, Entry, Merged
+
+LONG_SEQUENCE = 256
+SUMMARY_SCHEMA = 1
+FAILING = ("fail", "error", "unexpected_pass", FLAKY)
+DIVERGING = ("known_divergence", "convention")
+# Cell status, and the legend's wording for it.
+STATUSES = {
+    "pass": "all pass",
+    "mixed": "pass where supported",
+    "fail": "some fail",
+    "flaky": "flaky (verdicts disagree)",
+    "known": "known divergence / convention",
+    "unsupported": "unsupported",
+    "not_run": "not run",
+}
+
+
+@dataclass(frozen=True)
+class Feature:
+    key: str
+    label: str
+    dim: str | None = None
+    op: str = "=="
+    value: Any = None
+
+    def matches(self, case: dict[str, Any]) -> bool:
+        if self.dim is None:
+            return True
+        got = case.get(self.dim)
+        if self.op == ">=":
+            return got is not None and got >= self.value
+        return got == self.value
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "label": self.label, "dim": self.dim, "op": self.op, "value": self.value}
+
+
+LENGTH_LABELS = {
+    "dense": "dense (not packed)",
+    "sorted": "packed, sorted",
+    "unsorted": "packed, unsorted",
+    "full": "packed, full lengths",
+}
+
+
+def candidate_features(entries: list[Entry]) -> list[Feature]:
+    """Every row the matrix can have, in reading order; value-driven rows follow the data."""
+    layers = sorted({e.case.get("num_layers") for e in entries if e.case.get("num_layers") is not None})
+    rows = [Feature("all", "all cases")]
+    rows += [Feature(f"num_layers={n}", f"{n} layer{'s' if n != 1 else ''}", "num_layers", "==", n) for n in layers]
+    rows += [
+        Feature("bidirectional", "bidirectional", "bidirectional", "==", True),
+        Feature("batch_first", "batch_first", "batch_first", "==", True),
+        Feature("no_bias", "no bias", "bias", "==", False),
+        Feature("h0", "initial state h0", "initial_state", "==", True),
+    ]
+    rows += [Feature(f"lengths={v}", LENGTH_LABELS[v], "lengths", "==", v) for v in LENGTHS]
+    rows += [
+        Feature("seq_len=1", "single step (seq_len 1)", "seq_len", "==", 1),
+        Feature(
+            f"seq_len>={LONG_SEQUENCE}", f"long sequence (seq_len ≥ {LONG_SEQUENCE})", "seq_len", ">=", LONG_SEQUENCE
+        ),
+        Feature("batch=1", "batch 1", "batch", "==", 1),
+        Feature("hidden_size=1", "hidden size 1", "hidden_size", "==", 1),
+    ]
+    rows += [Feature(f"dtype={d}", d, "dtype", "==", d) for d in DTYPES]
+    rows.append(Feature("export_shape=other", "export shape ≠ run shape", "export_shape", "==", "other"))
+    return rows
+
+
+def features(entries: list[Entry]) -> list[Feature]:
+    """The rows that at least one case of this report falls in."""
+    return [f for f in candidate_features(entries) if any(f.matches(e.case) for e in entries)]
+
+
+@dataclass
+class Cell:
+    counts: Counter[str]
+    worst_headroom: float | None
+
+    @property
+    def n(self) -> int:
+        """Cases attempted: a skipped case (backend not installed here) was never tried."""
+        return sum(v for k, v in self.counts.items() if k != "skipped")
+
+    @property
+    def passed(self) -> int:
+        return self.counts["pass"]
+
+    @property
+    def status(self) -> str:
+        if self.n == 0:
+            return "not_run"
+        if self.counts[FLAKY]:
+            return "flaky"
+        if any(self.counts[v] for v in FAILING):
+            return "fail"
+        if any(self.counts[v] for v in DIVERGING):
+            return "known"
+        if self.counts["unsupported"] == self.n:
+            return "unsupported"
+        return "mixed" if self.counts["unsupported"] else "pass"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "n": self.n,
+            "passed": self.passed,
+            "counts": dict(sorted(self.counts.items())),
+            "worst_headroom": round_sig(self.worst_headroom),
+            "status": self.status,
+        }
+
+
+def round_sig(value: float | None, digits: int = 3) -> float | None:
+    """Rounded so that noise in the last bits does not show up as a diff."""
+    if value is None:
+        return None
+    return float(f"{value:.{digits}g}")
+
+
+def cells(merged: Merged, rows: list[Feature]) -> dict[str, dict[str, Cell]]:
+    """column key -> feature key -> cell."""
+    table: dict[str, dict[str, Cell]] = {c.key: {f.key: Cell(Counter(), None) for f in rows} for c in merged.columns}
+    for entry in merged.entries:
+        headroom = entry.worst_headroom
+        for feature in rows:
+            if not feature.matches(entry.case):
+                continue
+            cell = table[entry.column][feature.key]
+            cell.counts[entry.verdict] += 1
+            if headroom is not None and (cell.worst_headroom is None or headroom > cell.worst_headroom):
+                cell.worst_headroom = headroom
+    return table
+
+
+def summary(merged: Merged, rows: list[Feature], table: dict[str, dict[str, Cell]]) -> dict[str, Any]:
+    """The machine-readable twin of the matrix: same input, byte-identical output."""
+    return {
+        "schema": SUMMARY_SCHEMA,
+        "partial": merged.partial,
+        "runs": sorted(
+            (
+                {
+                    "run_id": r.run_id,
+                    "tier": r.options.get("tier"),
+                    "seed": r.options.get("seed"),
+                    "environment": r.env_label or None,
+                }
+                for r in merged.runs
+            ),
+            key=lambda d: str(d["run_id"]),
+        ),
+        "features": {f.key: f.label for f in rows},
+        "cells": {column: {key: cell.as_dict() for key, cell in row.items()} for column, row in table.items()},
+    }
+
+
+def write_summary(data: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+# A headroom change counts only if it at least doubles (or halves) and the larger
+# side is of a size that matters; 1e-5 -> 3e-5 is noise, 0.3 -> 0.9 is not.
+HEADROOM_FACTOR = 2.0
+HEADROOM_FLOOR = 0.1
+RANK = {"pass": 0, "mixed": 1, "not_run": 1, "unsupported": 2, "known": 3, "fail": 4, "flaky": 5}
+
+
+@dataclass
+class Change:
+    direction: str  # worse, better, added, removed
+    column: str
+    feature: str
+    label: str
+    why: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "direction": self.direction,
+            "column": self.column,
+            "feature": self.feature,
+            "label": self.label,
+            "why": self.why,
+        }
+
+    def line(self) -> str:
+        return f"{self.direction:<7} {self.column} × {self.label}: {self.why}"
+
+
+def _bad(cell: dict[str, Any]) -> int:
+    return sum(cell.get("counts", {}).get(v, 0) for v in FAILING)
+
+
+def _fraction(cell: dict[str, Any]) -> float:
+    return cell["passed"] / cell["n"] if cell.get("n") else 0.0
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+def compare(old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
+    """Cells that got worse or better between two summaries, worst news first."""
+    if old.get("schema") != SUMMARY_SCHEMA:
+        raise ValueError(f"old summary has schema {old.get('schema')!r}; this renderer reads schema {SUMMARY_SCHEMA}")
+    labels = {**old.get("features", {}), **new.get("features", {})}
+    changes: list[Change] = []
+    old_cells, new_cells = old.get("cells", {}), new.get("cells", {})
+    for column in sorted(set(old_cells) | set(new_cells)):
+        before, after = old_cells.get(column, {}), new_cells.get(column, {})
+        for feature in sorted(set(before) | set(after)):
+            a, b = before.get(feature), after.get(feature)
+            label = labels.get(feature, feature)
+            if a is None or not a.get("n"):
+                if b is not None and b.get("n"):
+                    changes.append(Change("added", column, feature, label, f"now {b['passed']}/{b['n']} passed"))
+                continue
+            if b is None or not b.get("n"):
+                changes.append(Change("removed", column, feature, label, f"was {a['passed']}/{a['n']} passed"))
+                continue
+            worse, better = [], []
+            passed = f"passed {a['passed']}/{a['n']} → {b['passed']}/{b['n']}"
+            if _bad(b) > _bad(a) or _fraction(b) < _fraction(a):
+                worse.append(passed)
+            elif _bad(b) < _bad(a) or _fraction(b) > _fraction(a):
+                better.append(passed)
+            if RANK[b["status"]] > RANK[a["status"]]:
+                worse.append(f"{a['status']} → {b['status']}")
+            elif RANK[b["status"]] < RANK[a["status"]]:
+                better.append(f"{a['status']} → {b['status']}")
+            ha, hb = a.get("worst_headroom"), b.get("worst_headroom")
+            if ha is not None and hb is not None and max(ha, hb) >= HEADROOM_FLOOR:
+                text = f"worst headroom {_fmt(ha)} → {_fmt(hb)}"
+                if hb >= ha * HEADROOM_FACTOR:
+                    worse.append(text)
+                elif ha >= hb * HEADROOM_FACTOR:
+                    better.append(text)
+            if worse:
+                changes.append(Change("worse", column, feature, label, "; ".join(worse + better)))
+            elif better:
+                changes.append(Change("better", column, feature, label, "; ".join(better)))
+    order = {"worse": 0, "removed": 1, "better": 2, "added": 3}
+    return sorted(changes, key=lambda c: (order[c.direction], c.column, c.feature))

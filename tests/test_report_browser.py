@@ -1,0 +1,243 @@
+"""The report of a real run, opened in headless Chromium (Debian's package) through Playwright.
+
+One suite run (torch, the example NumPy adapter and a planted r/z gate swap, smoke
+tier) renders the page at the end of `pytest conformance`; the browser then checks
+what a user relies on: matrix counts, a failing cell's cases, filters, no network
+request, no console error. Screenshots go to reports/out/screenshots/ for CI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_report_records import CASES, result, write_run
+
+from conformance.results import read_records
+from reports.render import render
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOTS = ROOT / "reports" / "out" / "screenshots"
+PLANTED = '''
+"""A GRU that reads the gates in (z, r, n) order: every numeric check must fail."""
+from dataclasses import dataclass
+
+import numpy as np
+from example_gru_backend.adapter import NumpyGru
+
+
+def _swap(a):
+    r, z, n = np.split(a, 3, axis=0)
+    return np.concatenate([z, r, n], axis=0)
+
+
+@dataclass
+class SwappedGates(NumpyGru):
+    family: str = "planted-rz"
+
+    def cell(self, x, h, w_ih, w_hh, b_ih, b_hh):
+        return super().cell(x, h, _swap(w_ih), _swap(w_hh), _swap(b_ih), _swap(b_hh))
+
+
+def backends():
+    yield SwappedGates()
+'''
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason=f"Debian's chromium is not installed at {CHROMIUM} (apt-get install -y chromium; .ci/run does this)",
+)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (the Python package) is not installed")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+class Page:
+    """A page with every request recorded (and anything but the report itself refused) and console errors kept."""
+
+    def __init__(self, browser: Any, report: Path) -> None:
+        self.report_url = report.resolve().as_uri()
+        self.requests: list[str] = []
+        self.errors: list[str] = []
+        self.dialogs: list[str] = []
+        self.context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        self.context.route("**/*", self._route)
+        self.page = self.context.new_page()
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type in ("error", "warning") else None)
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
+        self.page.on("request", lambda r: self.requests.append(r.url))
+        self.page.goto(self.report_url)
+
+    def _route(self, route: Any) -> None:
+        if route.request.url == self.report_url:
+            route.continue_()
+        else:
+            route.abort()
+
+    def offsite(self) -> list[str]:
+        return [url for url in self.requests if url != self.report_url and not url.startswith("data:")]
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """`pytest conformance` with torch, the example adapter and a planted bug; the plugin renders the page."""
+    tmp = tmp_path_factory.mktemp("real-run")
+    (tmp / "planted_rz.py").write_text(PLANTED, encoding="utf-8")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp), str(ROOT / "examples"), env.get("PYTHONPATH", "")])
+    report, results, junit = tmp / "out" / "report.html", tmp / "results.jsonl", tmp / "junit.xml"
+    command = [
+        sys.executable, "-m", "pytest", "conformance", "-p", "no:cacheprovider", "-q",
+        "--backend-module", "example_gru_backend.adapter:backends",
+        "--backend-module", "planted_rz:backends",
+        "--backends", "numpy-example,torch,planted-rz",
+        "--tier", "smoke",
+        "--results", str(results), "--report", str(report), f"--junitxml={junit}",
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]  # the planted column fails
+    assert f"report: {report}" in done.stdout
+    records = [r for r in read_records(results) if r["kind"] == "result"]
+    return {"report": report, "results": records, "junit": junit, "stdout": done.stdout}
+
+
+def test_plugin_writes_page_summary_and_readable_junit_ids(real_run: dict[str, Any]) -> None:
+    report: Path = real_run["report"]
+    assert report.is_file() and (report.parent / "report.summary.json").is_file()
+    names = {case.get("name") for case in ET.parse(real_run["junit"]).iter("testcase")}
+    for record in real_run["results"]:
+        assert f"test_gru[{record['backend']}-{record['case_id']}]" in names
+
+
+def _expected(records: list[dict[str, Any]], backend: str, keep: Any = lambda case: True) -> str:
+    """passed/attempted for one column, counted straight from the results file."""
+    mine = [r for r in records if r["backend"] == backend and keep(r["case"]) and r["verdict"] != "skipped"]
+    return f"{sum(r['verdict'] == 'pass' for r in mine)}/{len(mine)}"
+
+
+def test_real_run_in_chromium(browser: Any, real_run: dict[str, Any]) -> None:
+    records = real_run["results"]
+    view = Page(browser, real_run["report"])
+    page = view.page
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "report.png"), full_page=True)
+
+    # The matrix is there, and its counts are the results file's.
+    assert page.locator("#matrix").is_visible()
+    heads = page.locator("#matrix th.colhead").all_inner_texts()
+    backends = sorted({r["backend"] for r in records})
+    assert len(heads) == len(backends) == 3
+    rows = {
+        "all": lambda case: True,
+        "lengths=sorted": lambda case: case["lengths"] == "sorted",
+        "seq_len>=256": lambda case: case["seq_len"] >= 256,
+        "dtype=float64": lambda case: case["dtype"] == "float64",
+        "num_layers=2": lambda case: case["num_layers"] == 2,
+    }
+    for column, backend in enumerate(backends):
+        for feature, keep in rows.items():
+            cell = page.locator(f'#matrix td.cell[data-col="{column}"][data-feature="{feature}"] .frac')
+            assert cell.inner_text() == _expected(records, backend, keep), (backend, feature)
+    planted = backends.index("planted-rz[cpu]")
+    failing = page.locator(f'#matrix td.cell[data-col="{planted}"][data-feature="lengths=sorted"]')
+    assert failing.get_attribute("data-status") == "fail"
+
+    # Clicking a failing cell reveals its cases.
+    sorted_cases = sorted(
+        r["case_id"] for r in records if r["backend"] == "planted-rz[cpu]" and r["case"]["lengths"] == "sorted"
+    )
+    failing.click()
+    panel = page.locator("#cell-panel")
+    assert panel.is_visible()
+    assert sorted(page.locator("#cell-cases a").all_inner_texts()) == sorted_cases
+    page.screenshot(path=str(SCREENSHOTS / "report-cell.png"))
+
+    # Following a listed case opens its row, with the worst element and an exact rerun command.
+    page.locator("#cell-cases a").first.click()
+    detail = page.locator("#case-table tr.detail")
+    assert detail.count() == 1
+    rerun = detail.locator(".rerun-command").first.inner_text()
+    opened = next(r for r in records if r["rerun"] == rerun)
+    assert opened["backend"] == "planted-rz[cpu]" and opened["case_id"] in sorted_cases
+    assert "worst element" in detail.inner_text() and "tolerance" in detail.inner_text()
+
+    # Filters: verdict, then backend on top of it.
+    page.locator("#filter-reset").click()
+    page.select_option("#filter-verdict", "fail")
+    shown = page.locator("#case-table tbody tr[data-verdict]")
+    assert shown.count() == sum(r["verdict"] == "fail" for r in records) == 10
+    assert set(shown.evaluate_all("rows => rows.map(r => r.dataset.verdict)")) == {"fail"}
+    page.select_option("#filter-verdict", "")
+    page.select_option("#filter-backend", label="torch[cpu]")
+    page.select_option("#filter-dtype", label="float16")
+    assert page.locator("#case-table tbody tr[data-verdict]").count() == sum(
+        r["backend"] == "torch[cpu]" and r["case"]["dtype"] == "float16" for r in records
+    )
+    page.screenshot(path=str(SCREENSHOTS / "report-filtered.png"))
+
+    # Plots are inline SVG; nothing left the page, nothing complained.
+    assert page.locator("#plot-error svg").count() == 1 and page.locator("#plot-headroom svg").count() == 1
+    assert view.offsite() == []
+    assert view.errors == []
+    view.context.close()
+
+
+def test_script_in_a_message_shows_as_text(browser: Any, tmp_path: Path) -> None:
+    evil = '<script>alert("pwned")</script><img src=x onerror="alert(2)">'
+    results = write_run(
+        tmp_path / "results.jsonl",
+        [result(CASES[0], verdict="error", reason=f"RuntimeError: {evil}"), result(CASES[1])],
+        notes={"torch[cpu]": {"torch": evil}},
+    )
+    report = render([results], tmp_path / "report.html").report
+    view = Page(browser, report)
+    page = view.page
+    page.locator("#case-table tr.expandable").first.click()
+    assert evil in page.locator("#case-table tr.detail pre.reason").inner_text()
+    assert evil in page.locator("#notes").inner_text()
+    assert view.dialogs == [] and view.errors == [] and view.offsite() == []
+    assert page.evaluate("document.scripts.length") == 2 and page.locator("#notes img").count() == 0
+    view.context.close()
+
+
+def test_partial_and_flaky_pages_render_cleanly(browser: Any, tmp_path: Path) -> None:
+    first = write_run(tmp_path / "a.jsonl", [result(c) for c in CASES], run_id="a", end=False)
+    second = write_run(tmp_path / "b.jsonl", [result(CASES[0], verdict="fail", headroom=3.0)], run_id="b")
+    report = render([first, second], tmp_path / "report.html").report
+    view = Page(browser, report)
+    page = view.page
+    assert page.locator("#partial-banner").is_visible()
+    flaky = page.locator('#matrix td.cell[data-feature="all"]')
+    assert flaky.get_attribute("data-status") == "flaky"
+    flaky.click()
+    assert "flaky" in page.locator("#cell-panel").inner_text()
+    page.select_option("#filter-verdict", "flaky")
+    page.locator("#case-table tr.expandable").first.click()
+    assert page.locator("#case-table tr.detail .occurrence").count() == 2  # both verdicts, neither dropped
+    assert view.errors == [] and view.offsite() == []
+    json.loads(page.locator("#report-data").inner_text())  # the data block is intact JSON
+    view.context.close()
