@@ -27,6 +27,7 @@ from conformance.vectors import VectorsError, VectorsReference, check_integrity
 DEFAULT_RESULTS = Path("reports/out/results.jsonl")
 DEFAULT_REPORT = Path("reports/out/report.html")
 RUN_KEY = pytest.StashKey["ConformanceRun"]()
+REPORT_KEY = pytest.StashKey[str]()  # where the report went, for the terminal summary
 
 
 @dataclass
@@ -104,6 +105,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--matrix", default=str(matrix.DEFAULT_MATRIX), help="matrix file (default: fixtures/matrix.toml)")
     group.addoption("--divergences", default=str(divergences.DEFAULT_REGISTRY), help="known-divergence registry file")
+    group.addoption(
+        "--report", default=str(DEFAULT_REPORT), help=f"HTML report rendered at the end (default: {DEFAULT_REPORT})"
+    )
+    group.addoption("--no-report", action="store_true", help="don't render the HTML report")
     group.addoption(
         "--vectors",
         default=None,
@@ -254,6 +259,19 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         }
     )
     end.close()
+    if not session.config.option.no_report:
+        session.config.stash[REPORT_KEY] = _render_report(session.config, run.results_path)
+
+
+def _render_report(config: pytest.Config, results: Path) -> str:
+    """Render the HTML report; a rendering problem is reported, never turned into a failed run."""
+    try:
+        from reports.render import render
+
+        done = render([results], Path(config.option.report), registry=Path(config.option.divergences))
+    except Exception as error:
+        return f"not rendered ({type(error).__name__}: {error})"
+    return f"{done.report} ({done.size // 1024} KiB; summary {done.summary})"
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -264,3 +282,5 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     counts = ", ".join(f"{n} {v}" for v, n in sorted(run.verdicts.items())) or "no results"
     terminalreporter.write_line(f"verdicts: {counts}")
     terminalreporter.write_line(f"results: {run.results_path}")
+    if REPORT_KEY in config.stash:
+        terminalreporter.write_line(f"report: {config.stash[REPORT_KEY]}")
