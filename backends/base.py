@@ -66,6 +66,43 @@ class Backend(Protocol):
         ...
 
 
+# Precision modes (`--precision`). strict: TF32 off and the highest matmul precision, so
+# tolerances stay derived from float32. default: whatever the library does out of the box.
+PRECISIONS = ("strict", "default")
+
+
+@runtime_checkable
+class PrecisionAware(Protocol):
+    """Optional part of the contract (kept out of `Backend` so older adapters still qualify).
+
+    Selection calls `configure(precision)` once, before anything reads `name`. The adapter
+    must then (1) put the mode into its name via `column()`, so both modes can sit side by
+    side in one merged report, (2) apply the mode's library settings around every `run`
+    (scoped: those settings are process-global), and (3) report the settings in effect
+    under `describe()["precision"]`.
+    """
+
+    def configure(self, precision: str) -> None: ...
+
+
+def column(device: str, precision: str = "strict") -> str:
+    """What goes between the brackets of a backend name: `cuda`, or `cuda+default` outside strict mode.
+
+    `+` rather than `,`: pytest's `-k` grammar accepts `+` in a name, so `-k "cuda+default"` works.
+    """
+    return device if precision == "strict" else f"{device}+{precision}"
+
+
+def configure(backend: Backend, precision: str) -> bool:
+    """Put a backend into a precision mode; False when it isn't `PrecisionAware` (it then runs as it is)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision mode {precision!r}; valid: {', '.join(PRECISIONS)}")
+    if isinstance(backend, PrecisionAware):
+        backend.configure(precision)
+        return True
+    return False
+
+
 Factory = Callable[[], Iterable[Backend]]
 
 
@@ -76,10 +113,17 @@ class BaseBackend:
     family: str
     device: str = "cpu"
     notes: dict[str, Any] = field(default_factory=dict)
+    precision: str = "strict"  # set through `configure`; see `PrecisionAware`
 
     @property
     def name(self) -> str:
-        return f"{self.family}[{self.device}]"
+        return f"{self.family}[{column(self.device, self.precision)}]"
+
+    def configure(self, precision: str) -> None:
+        """Record the mode; subclasses apply its library settings around `run` (see `PrecisionAware`)."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision mode {precision!r}; valid: {', '.join(PRECISIONS)}")
+        self.precision = precision
 
     def availability(self) -> Availability:
         return Availability.ok()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,11 +45,43 @@ def to_numpy(tensor: Any, dtype_name: str) -> np.ndarray:
 
 
 def precision_settings(torch: Any) -> dict[str, Any]:
-    return {
+    """The flags that decide whether float32 matmuls and cuDNN RNNs may use TF32, as they stand now."""
+    settings: dict[str, Any] = {
         "torch.backends.cuda.matmul.allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
         "torch.backends.cudnn.allow_tf32": bool(torch.backends.cudnn.allow_tf32),
         "torch.float32_matmul_precision": torch.get_float32_matmul_precision(),
     }
+    # torch >= 2.9 also exposes per-operator fp32_precision (the cuDNN RNN one decides a GRU on CUDA).
+    rnn = getattr(getattr(torch.backends.cudnn, "rnn", None), "fp32_precision", None)
+    if rnn is not None:
+        settings["torch.backends.cudnn.rnn.fp32_precision"] = rnn
+    return settings
+
+
+@contextmanager
+def precision_scope(torch: Any, precision: str) -> Iterator[None]:
+    """Apply a precision mode for the duration of a call, then restore the flags.
+
+    strict turns TF32 off for matmuls and cuDNN and asks for the highest float32 matmul
+    precision; default leaves torch exactly as it comes (cuDNN TF32 on, on Ampere and later).
+    The flags are process-global, hence the restore: other backends and modes share the process.
+    """
+    if precision != "strict":
+        yield
+        return
+    saved = (
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.backends.cudnn.allow_tf32,
+        torch.get_float32_matmul_precision(),
+    )
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[:2]
+        torch.set_float32_matmul_precision(saved[2])
 
 
 @dataclass
@@ -67,7 +100,9 @@ class TorchGru(BaseBackend):
     def describe(self) -> dict[str, Any]:
         import torch
 
-        notes: dict[str, Any] = {"torch": torch.__version__, "precision": precision_settings(torch)}
+        with precision_scope(torch, self.precision):  # the settings `run` computes under
+            settings = precision_settings(torch)
+        notes: dict[str, Any] = {"torch": torch.__version__, "precision": {"mode": self.precision, **settings}}
         if self.device == "cuda":
             notes["cuda"] = torch.version.cuda
             notes["cudnn"] = torch.backends.cudnn.version()
@@ -100,7 +135,7 @@ class TorchGru(BaseBackend):
         x = to_torch(torch, inputs.x, case.dtype, self.device)
         h0 = None if inputs.h0 is None else to_torch(torch, inputs.h0, case.dtype, self.device)
         try:
-            with torch.no_grad():
+            with torch.no_grad(), precision_scope(torch, self.precision):
                 if inputs.lengths is None:
                     output, h_n = module(x, h0)
                 else:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from backends.base import Backend
-from conformance import divergences, matrix, selection
+from conformance import cross_device, divergences, matrix, selection, sharding
 from conformance.case import Case, CaseError
 from conformance.engine import Reference, check, oracle_reference
 from conformance.environment import environment
@@ -72,6 +72,12 @@ class ConformanceRun:
         self.verdicts[result.verdict] += 1
         return result
 
+    def check_devices(self, pair: cross_device.DevicePair, case: Case) -> cross_device.CrossDeviceResult:
+        """The cross-device check of one case, recorded as a `cross_device` record."""
+        result = cross_device.check(pair, case, self.precision, lambda c: self.reference(c)[:2])
+        self.writer.write(result.as_record())
+        return result
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("conformance", "GRU conformance suite")
@@ -88,6 +94,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--device", default="all", help="cpu, cuda or all (default: all devices detected here)")
     group.addoption("--seed", type=int, default=0, help="data seed for every case (default: 0)")
+    group.addoption(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="run only shard I of N (1-based) of the selected cases; the N shards partition them exactly",
+    )
     group.addoption(
         "--precision",
         default="strict",
@@ -145,9 +157,16 @@ def _build_run(config: pytest.Config) -> ConformanceRun:
             cases = [Case.from_id(case_id) for case_id in opt.case]
         else:
             cases = matrix.cases(opt.tier, opt.seed, Path(opt.matrix))
-        backends = selection.select(_split(opt.backends), opt.device, opt.backend_module)
+        cases = sharding.select(cases, sharding.parse(opt.shard) if opt.shard else None)
+        backends = selection.select(_split(opt.backends), opt.device, opt.backend_module, opt.precision)
         registry = divergences.load(Path(opt.divergences))
-    except (CaseError, matrix.MatrixError, selection.SelectionError, divergences.RegistryError) as error:
+    except (
+        CaseError,
+        matrix.MatrixError,
+        selection.SelectionError,
+        divergences.RegistryError,
+        sharding.ShardError,
+    ) as error:
         raise pytest.UsageError(str(error)) from None
 
     worker = _worker_id(config)
@@ -173,6 +192,7 @@ def _build_run(config: pytest.Config) -> ConformanceRun:
                     "precision": opt.precision,
                     "backends": [b.name for b in backends],
                     "matrix": str(opt.matrix),
+                    "shard": opt.shard,
                     "vectors": opt.vectors,
                 }
             )
@@ -228,6 +248,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         run = metafunc.config.stash[RUN_KEY]
         pairs = [(case, backend) for case in run.cases for backend in run.backends]
         metafunc.parametrize(("case", "backend"), pairs, ids=[f"{b.name}-{c.id}" for c, b in pairs])
+    if {"case", "device_pair"} <= set(metafunc.fixturenames):
+        run = metafunc.config.stash[RUN_KEY]
+        device_pairs = cross_device.pairs(run.backends)
+        params = [pytest.param(case, pair, id=f"{pair.id}-{case.id}") for case in run.cases for pair in device_pairs]
+        if not params:  # one clear skip instead of pytest's "got empty parameter set"
+            skip = pytest.mark.skip(reason="cross-device: no backend is selected on both the CPU and a GPU here")
+            params = [pytest.param(None, None, id="no-device-pair", marks=skip)]
+        metafunc.parametrize(("case", "device_pair"), params)
 
 
 @pytest.fixture

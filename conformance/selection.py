@@ -10,7 +10,7 @@ import importlib
 from collections.abc import Callable, Iterable
 from importlib import metadata
 
-from backends.base import Backend
+from backends.base import PRECISIONS, Backend, configure
 from conformance.names import matches
 
 ENTRY_POINT_GROUP = "gru_conformance.backends"
@@ -55,7 +55,8 @@ def load_factory(spec: str) -> Callable[[], Iterable[Backend]]:
     return factory
 
 
-def _instantiate(family: str, factory: Callable[[], Iterable[Backend]]) -> list[Backend]:
+def _instantiate(family: str, factory: Callable[[], Iterable[Backend]], precision: str = "strict") -> list[Backend]:
+    """The family's backends, each put into the precision mode before anything reads its name."""
     try:
         backends = list(factory())
     except SelectionError:
@@ -65,6 +66,7 @@ def _instantiate(family: str, factory: Callable[[], Iterable[Backend]]) -> list[
     for backend in backends:
         if not isinstance(backend, Backend):
             raise SelectionError(f"backend family {family!r} produced {backend!r}, which lacks the Backend protocol")
+        configure(backend, precision)
     return backends
 
 
@@ -72,14 +74,22 @@ def _family_wanted(family: str, token: str) -> bool:
     return matches(family, token) or token.startswith((family + "[", family + "/"))
 
 
-def select(requested: list[str] | None, device: str = "all", modules: Iterable[str] = ()) -> list[Backend]:
-    """The backends to run, in a stable order. `requested` holds family or backend names (globs allowed)."""
+def select(
+    requested: list[str] | None, device: str = "all", modules: Iterable[str] = (), precision: str = "strict"
+) -> list[Backend]:
+    """The backends to run, in a stable order. `requested` holds family or backend names (globs allowed).
+
+    Names depend on `precision` (`torch[cuda]` vs `torch[cuda+default]`), so the rerun
+    command a result prints selects the very column it came from.
+    """
     if device not in DEVICES:
         raise SelectionError(f"unknown device {device!r}; valid devices: {', '.join(DEVICES)}")
+    if precision not in PRECISIONS:
+        raise SelectionError(f"unknown precision mode {precision!r}; valid: {', '.join(PRECISIONS)}")
     families = entry_point_families()
     module_backends: list[Backend] = []
     for spec in modules:
-        module_backends += _instantiate(spec, load_factory(spec))
+        module_backends += _instantiate(spec, load_factory(spec), precision)
     tokens = requested or ["*"]
     chosen: dict[str, Backend] = {}
     unknown = []
@@ -87,7 +97,7 @@ def select(requested: list[str] | None, device: str = "all", modules: Iterable[s
         hits = [b for b in module_backends if matches(b.name, token) or matches(b.family, token)]
         for family, loader in sorted(families.items()):
             if _family_wanted(family, token):
-                members = _instantiate(family, loader)
+                members = _instantiate(family, loader, precision)
                 exact = [b for b in members if matches(b.name, token)]
                 hits += members if matches(family, token) else exact
         if not hits:
@@ -96,8 +106,9 @@ def select(requested: list[str] | None, device: str = "all", modules: Iterable[s
             chosen.setdefault(backend.name, backend)
     if unknown:
         names = sorted(set(families) | {b.family for b in module_backends})
+        example = "torch[cpu]" if precision == "strict" else f"torch[cpu+{precision}]"
         raise SelectionError(
             f"unknown backend(s): {', '.join(unknown)}. Valid families: {', '.join(names)} "
-            "(or a backend name such as 'torch[cpu]'; globs allowed)"
+            f"(or a backend name such as {example!r}; globs allowed)"
         )
     return [b for b in chosen.values() if device == "all" or b.device == device]
