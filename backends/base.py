@@ -85,6 +85,14 @@ class PrecisionAware(Protocol):
     def configure(self, precision: str) -> None: ...
 
 
+@runtime_checkable
+class Preparing(Protocol):
+    """Optional: a backend that builds models ahead of `run` (ONNX exports) gets every case it
+    will run, once, after collection, so it can build them all in parallel."""
+
+    def prepare(self, cases: list[Case]) -> None: ...
+
+
 def column(device: str, precision: str = "strict") -> str:
     """What goes between the brackets of a backend name: `cuda`, or `cuda+default` outside strict mode.
 

@@ -47,7 +47,7 @@ class EquinoxGru(JaxBackend):
         import equinox
 
         return {
-            **precision_notes(),
+            **precision_notes(self.precision),
             "equinox": equinox.__version__,
             "modules": "eqx.nn.GRUCell, jax.vmap over batch, jax.lax.scan over time (reverse=True backward)",
             "variable_lengths": "masked scan: state held at padded steps; padded outputs are the held state",
@@ -92,7 +92,7 @@ class EquinoxGru(JaxBackend):
 
     def run(self, case: Case, weights: Weights, inputs: Inputs) -> GruOutput:
         configure_jax()
-        with x64_scope(case.dtype):
+        with x64_scope(case.dtype, self.precision):
             program = self.program(case)
             cells = self.put(conv.torch_to_equinox(weights.tensors))
             x = self.put(host_array(inputs.x, case.dtype))

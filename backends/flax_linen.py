@@ -43,7 +43,7 @@ class FlaxLinenGru(JaxBackend):
         import flax
 
         return {
-            **precision_notes(),
+            **precision_notes(self.precision),
             "flax": flax.__version__,
             "modules": "flax.linen.GRUCell in nn.RNN / nn.Bidirectional, one per layer",
             "variable_lengths": "nn.RNN seq_lengths (padded outputs not zeroed, per flax docs)",
@@ -66,7 +66,7 @@ class FlaxLinenGru(JaxBackend):
 
     def run(self, case: Case, weights: Weights, inputs: Inputs) -> GruOutput:
         configure_jax()
-        with x64_scope(case.dtype):
+        with x64_scope(case.dtype, self.precision):
             program = self.program(case)
             variables = self.put(conv.torch_to_linen(weights.tensors))
             x = self.put(host_array(inputs.x, case.dtype))

@@ -44,7 +44,7 @@ class FlaxNnxGru(JaxBackend):
         import flax
 
         return {
-            **precision_notes(),
+            **precision_notes(self.precision),
             "flax": flax.__version__,
             "modules": "flax.nnx.GRUCell in nnx.RNN / nnx.Bidirectional, one per layer",
             "variable_lengths": "nnx.RNN seq_lengths (padded outputs not zeroed)",
@@ -77,7 +77,7 @@ class FlaxNnxGru(JaxBackend):
 
     def run(self, case: Case, weights: Weights, inputs: Inputs) -> GruOutput:
         configure_jax()
-        with x64_scope(case.dtype):
+        with x64_scope(case.dtype, self.precision):
             program = self.program(case)
             params = self.put(conv.torch_to_nnx(weights.tensors))
             x = self.put(host_array(inputs.x, case.dtype))

@@ -98,10 +98,11 @@ class CompileLog:
         if event == "/jax/compilation_cache/cache_hits":
             self._hit_pending = True
 
-    def _on_duration(self, event: str, duration: float, **kwargs: Any) -> None:
+    # Parameter named as in jax's EventDurationListenerWithMetadata protocol (jax passes it positionally).
+    def _on_duration(self, event: str, duration_secs: float, **kwargs: Any) -> None:
         if event == "/jax/core/compile/backend_compile_duration":
             name = str(kwargs.get("fun_name", ""))
-            self.events.append({"fun_name": name, "seconds": duration, "cache_hit": self._hit_pending})
+            self.events.append({"fun_name": name, "seconds": duration_secs, "cache_hit": self._hit_pending})
             self._hit_pending = False
 
     def mark(self) -> int:
@@ -129,14 +130,17 @@ def summarize(events: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def x64_scope(dtype: str) -> Iterator[None]:
-    """x64 on for float64 cases only, as a scoped context (never a global flag flip)."""
+def x64_scope(dtype: str, precision: str = "strict") -> Iterator[None]:
+    """The numerics a case runs under, as scoped contexts (never a global flag flip):
+    x64 on for float64 cases only, and in strict mode the highest matmul precision
+    (on a GPU, XLA's default would use TF32 for float32 matmuls)."""
     import jax
 
-    if dtype == "float64":
-        with jax.enable_x64(True):
-            yield
-    else:
+    with contextlib.ExitStack() as stack:
+        if dtype == "float64":
+            stack.enter_context(jax.enable_x64(True))
+        if precision == "strict":
+            stack.enter_context(jax.default_matmul_precision("highest"))
         yield
 
 
@@ -180,15 +184,18 @@ def gpu_seen() -> bool:
         return False
 
 
-def precision_notes() -> dict[str, Any]:
+def precision_notes(mode: str = "strict") -> dict[str, Any]:
     """Versions and the settings that decide how precisely jax computes a float32 matmul."""
     import jax
     import jaxlib
 
+    with x64_scope("float32", mode):
+        # Config options are set as attributes at runtime; jax's type stubs do not declare them.
+        matmul = jax.config.jax_default_matmul_precision  # type: ignore[attr-defined]
     return {
         "jax": jax.__version__,
         "jaxlib": jaxlib.__version__,
-        "jax_default_matmul_precision": jax.config.jax_default_matmul_precision,
+        "precision": {"mode": mode, "jax_default_matmul_precision": matmul},
         "x64": "enabled only inside float64 cases (jax.enable_x64 context)",
         "persistent_cache": str(cache_dir()),
     }

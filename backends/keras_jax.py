@@ -61,9 +61,10 @@ def _host_zeros() -> Any:
     global _HOST_ZEROS
     if _HOST_ZEROS is None:
         keras = _import_keras()
+        initializer: Any = keras.initializers.Initializer  # keras is imported lazily, so mypy sees Any
 
         @keras.saving.register_keras_serializable(package="gru_conformance")
-        class HostZeros(keras.initializers.Initializer):
+        class HostZeros(initializer):
             def __call__(self, shape: Any, dtype: Any = None) -> np.ndarray:
                 return np.zeros(shape, dtype=keras.backend.standardize_dtype(dtype))
 
@@ -95,7 +96,7 @@ class KerasJaxGru(JaxBackend):
     def describe(self) -> dict[str, Any]:
         keras = _import_keras()
         return {
-            **precision_notes(),
+            **precision_notes(self.precision),
             "keras": keras.__version__,
             "keras_backend": keras.backend.backend(),
             "modules": "keras.layers.GRU(reset_after=True) / keras.layers.Bidirectional, one per layer",
@@ -150,7 +151,7 @@ class KerasJaxGru(JaxBackend):
 
     def run(self, case: Case, weights: Weights, inputs: Inputs) -> GruOutput:
         configure_jax()
-        with x64_scope(case.dtype):
+        with x64_scope(case.dtype, self.precision):
             program = self.program(case)
             params = self.put(conv.torch_to_keras(weights.tensors))
             x = self.put(host_array(inputs.x, case.dtype))

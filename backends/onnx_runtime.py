@@ -79,8 +79,9 @@ class Prepared:
 class OrtRunner:
     """onnxruntime sessions: one per model (inputs mode) or per (model, weights) (initializers mode)."""
 
-    def __init__(self, provider: str) -> None:
+    def __init__(self, provider: str, provider_options: dict[str, str] | None = None) -> None:
         self.provider = provider
+        self.provider_options = provider_options or {}
         self.sessions: dict[str, Any] = {}
         self.created = 0
         self.create_s = 0.0
@@ -95,7 +96,8 @@ class OrtRunner:
             options.log_severity_level = 4  # refusals are reported as cell results, not log noise
             started = time.perf_counter()
             try:
-                session = ort.InferenceSession(model, options, providers=[self.provider])
+                provider = (self.provider, self.provider_options) if self.provider_options else self.provider
+                session = ort.InferenceSession(model, options, providers=[provider])
             except Exception as error:
                 raise _classify(error, "session creation") from error
             self.create_s += time.perf_counter() - started
@@ -169,6 +171,11 @@ class OnnxBackend(BaseBackend):
     def provider(self) -> str:
         return "CUDAExecutionProvider" if self.device == "cuda" else "CPUExecutionProvider"
 
+    @property
+    def provider_options(self) -> dict[str, str]:
+        """Strict precision turns the CUDA EP's TF32 off; default mode leaves ORT's own setting."""
+        return {"use_tf32": "0"} if self.device == "cuda" and self.precision == "strict" else {}
+
     def availability(self) -> Availability:
         modules = ["onnx"] + (["onnxruntime"] if self.runtime == "ort" else [])
         for module in modules:
@@ -197,6 +204,8 @@ class OnnxBackend(BaseBackend):
             import onnxruntime
 
             notes |= {"onnxruntime": onnxruntime.__version__, "provider": self.provider, "weights": weights_mode()}
+            tf32 = self.provider_options.get("use_tf32", "ORT default") if self.device == "cuda" else "n/a (CPU EP)"
+            notes["precision"] = {"mode": self.precision, "ort_cuda_use_tf32": tf32}
         else:
             notes["weights"] = "inputs"
         if self.source == "spec":
@@ -256,7 +265,9 @@ class OnnxBackend(BaseBackend):
         if prepared.facts:
             self.facts[prepared.key] = prepared.facts
         if self.runner is None:
-            self.runner = OrtRunner(self.provider) if self.runtime == "ort" else ReferenceRunner()
+            self.runner = (
+                OrtRunner(self.provider, self.provider_options) if self.runtime == "ort" else ReferenceRunner()
+            )
         feeds: dict[str, np.ndarray] = {"x": np.asarray(inputs.x)}
         if inputs.h0 is not None:
             feeds["h0"] = np.asarray(inputs.h0)

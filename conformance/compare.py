@@ -105,13 +105,13 @@ def _numeric_check(
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         rel = np.where(mask, diff / np.abs(expected), 0.0)
         ulps = np.where(mask, diff / ulp(expected, case.dtype), 0.0)
-    max_rel = float(np.nan_to_num(rel[mask], nan=np.inf).max())
-    max_ulp = float(np.nan_to_num(ulps[mask], nan=np.inf).max())
+    max_rel = float(np.nan_to_num(rel[mask], nan=np.inf, posinf=np.inf).max())
+    max_ulp = float(np.nan_to_num(ulps[mask], nan=np.inf, posinf=np.inf).max())
     headroom = max_abs / tol if tol > 0 else (0.0 if max_abs == 0 else float("inf"))
     passed = max_abs <= tol
     where = ", ".join(f"{k}={v}" for k, v in name_index(case, tensor, idx).items())
     message = (
-        f"{name}: worst element at [{where}]: expected {expected[idx]!r}, got {act[idx]!r}; "
+        f"{name}: worst element at [{where}]: expected {float(expected[idx])!r}, got {float(act[idx])!r}; "
         f"abs err {max_abs:.3g} {'<=' if passed else '>'} tolerance {tol:.3g} (headroom {headroom:.3g}), "
         f"rel err {max_rel:.3g}, {max_ulp:.3g} ULP"
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shlex
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 
 from backends.base import Backend, UnsupportedCase, first_line
@@ -32,9 +32,14 @@ def oracle_reference(case: Case) -> tuple[Weights, Inputs, GruOutput]:
     return weights, inputs, gru_reference(case, weights, inputs)
 
 
-def rerun_command(case: Case, backend: str, precision: str = "strict", vectors: str | None = None) -> str:
-    """One line that reruns exactly this case on this backend, whatever tier produced it."""
-    parts = ["pytest", "conformance", "--backends", backend, "--case", case.id]
+def rerun_command(
+    case: Case, backend: str, precision: str = "strict", vectors: str | None = None, extra: Sequence[str] = ()
+) -> str:
+    """One line that reruns exactly this case on this backend, whatever tier produced it.
+
+    `extra` carries the options that made the backend or the verdict what it was
+    (`--backend-module`, a non-default `--divergences`)."""
+    parts = ["pytest", "conformance", "--backends", backend, "--case", case.id, *extra]
     if precision != "strict":
         parts += ["--precision", precision]
     if vectors:
@@ -49,6 +54,7 @@ def check(
     registry: list[Divergence] | None = None,
     precision: str = "strict",
     reference_name: str = "oracle",
+    rerun_args: Sequence[str] = (),
 ) -> Result:
     vectors = None if reference_name == "oracle" else reference_name
     result = Result(
@@ -57,7 +63,7 @@ def check(
         family=backend.family,
         device=backend.device,
         verdict="pass",
-        rerun=rerun_command(case, backend.name, precision, vectors),
+        rerun=rerun_command(case, backend.name, precision, vectors, rerun_args),
         precision=precision,
         reference=reference_name,
     )

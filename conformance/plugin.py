@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from backends.base import Backend
+from backends.base import Backend, Preparing
 from conformance import cross_device, divergences, matrix, selection, sharding
 from conformance.case import Case, CaseError
 from conformance.engine import Reference, check, oracle_reference
@@ -45,6 +45,18 @@ class ConformanceRun:
     verdicts: Counter[str] = field(default_factory=Counter)
     reference: Reference = oracle_reference  # or stored vectors (--vectors)
     reference_name: str = "oracle"  # "oracle" or the --vectors directory, as given
+    rerun_args: tuple[str, ...] = ()  # options a rerun command needs besides backend and case
+
+    def prepare(self, items: list[pytest.Item]) -> None:
+        """Let backends that build models up front (ONNX exports) build all they will need at once, in parallel."""
+        wanted: dict[str, list[Case]] = {}
+        for item in items:
+            params = getattr(item, "callspec", None)
+            if params is not None and {"case", "backend"} <= set(params.params):
+                wanted.setdefault(params.params["backend"].name, []).append(params.params["case"])
+        for backend in self.backends:
+            if isinstance(backend, Preparing) and wanted.get(backend.name) and backend.availability().available:
+                backend.prepare(wanted[backend.name])
 
     def check(self, backend: Backend, case: Case) -> Result:
         if backend.name not in self.described:
@@ -67,7 +79,9 @@ class ConformanceRun:
                     "notes": notes,
                 }
             )
-        result = check(backend, case, self.reference, self.registry, self.precision, self.reference_name)
+        result = check(
+            backend, case, self.reference, self.registry, self.precision, self.reference_name, self.rerun_args
+        )
         self.writer.write(result.as_record())
         self.verdicts[result.verdict] += 1
         return result
@@ -185,7 +199,7 @@ def _build_run(config: pytest.Config) -> ConformanceRun:
         writer.write(
             environment(
                 {
-                    "tier": "case" if opt.case else opt.tier,
+                    "tier": "vectors" if opt.vectors else "case" if opt.case else opt.tier,
                     "cases": len(cases),
                     "seed": opt.seed,
                     "device": opt.device,
@@ -208,7 +222,17 @@ def _build_run(config: pytest.Config) -> ConformanceRun:
         worker,
         reference=reference,
         reference_name=reference_name,
+        rerun_args=_rerun_args(opt),
     )
+
+
+def _rerun_args(opt: Any) -> tuple[str, ...]:
+    args: list[str] = []
+    for spec in opt.backend_module:
+        args += ["--backend-module", spec]
+    if Path(opt.divergences).resolve() != divergences.DEFAULT_REGISTRY:
+        args += ["--divergences", str(opt.divergences)]
+    return tuple(args)
 
 
 def _vectors_cases(root: str, case_ids: list[str] | None) -> tuple[list[Case], Reference]:
@@ -223,6 +247,13 @@ def _vectors_cases(root: str, case_ids: list[str] | None) -> tuple[list[Case], R
     if problems:
         raise pytest.UsageError("--vectors: the vectors failed their integrity check:\n" + "\n".join(problems))
     return cases, reference
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Outside xdist, build models up front; under xdist each worker builds lazily (no duplicate exports)."""
+    run = session.config.stash.get(RUN_KEY, None)
+    if run is not None and run.worker == "main" and session.items:
+        run.prepare(session.items)
 
 
 def pytest_configure(config: pytest.Config) -> None:
