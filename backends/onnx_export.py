@@ -210,6 +210,8 @@ def _export(sig: Signature, case: Case) -> ExportedModel:
     names = ["x"] + (["h0"] if ecase.initial_state else []) + (["lengths"] if ecase.packed else [])
     args = [to_torch(torch, inputs.x, ecase.dtype, "cpu")]
     if ecase.initial_state:
+        if inputs.h0 is None:
+            raise ValueError(f"case {ecase.id}: initial_state=True but its inputs have no h0")
         args.append(to_torch(torch, inputs.h0, ecase.dtype, "cpu"))
     if ecase.packed:
         args.append(torch.as_tensor(inputs.lengths))
@@ -224,7 +226,7 @@ def _export(sig: Signature, case: Case) -> ExportedModel:
             torch.onnx.export(
                 model,
                 tuple(args),
-                buffer,
+                buffer,  # type: ignore[arg-type]  # accepts a binary file object; torch's annotation says path only
                 dynamo=False,
                 opset_version=TORCHSCRIPT_OPSET,
                 input_names=names,
@@ -250,6 +252,8 @@ def _export(sig: Signature, case: Case) -> ExportedModel:
                 optimize=False,
                 verbose=False,
             )
+            if program is None:  # dynamo=True always returns the program
+                raise RuntimeError("torch.onnx.export(dynamo=True) returned no ONNXProgram")
             proto = program.model_proto
         weight_inputs = weights_to_inputs(proto, param_names(ecase))
         onnx.checker.check_model(proto)

@@ -51,12 +51,14 @@ def spec_weights(case: Case, weights: Weights, options: SpecOptions = SpecOption
         feeds[f"W_l{layer}"] = np.stack([_reorder(c[0], options.gate_order) for c in cells])
         feeds[f"R_l{layer}"] = np.stack([_reorder(c[1], options.gate_order) for c in cells])
         if case.bias:
-            feeds[f"B_l{layer}"] = np.stack(
-                [
-                    np.concatenate([_reorder(c[2], options.gate_order), _reorder(c[3], options.gate_order)])
-                    for c in cells
-                ]
-            )
+            biases = []
+            for direction, (_, _, bias_ih, bias_hh) in enumerate(cells):
+                if bias_ih is None or bias_hh is None:
+                    raise ValueError(f"case {case.id}: bias=True but layer {layer} direction {direction} has no biases")
+                biases.append(
+                    np.concatenate([_reorder(bias_ih, options.gate_order), _reorder(bias_hh, options.gate_order)])
+                )
+            feeds[f"B_l{layer}"] = np.stack(biases)
     return feeds
 
 
@@ -70,7 +72,7 @@ def build_spec_model(case: Case, options: SpecOptions = SpecOptions()) -> Any:
     elem = onnx_elem_type(case.dtype)
     h, d, layers = case.hidden_size, case.num_directions, case.num_layers
     layout = 1 if case.batch_first else 0
-    x_dims = ["batch", "seq_len", case.input_size] if layout else ["seq_len", "batch", case.input_size]
+    x_dims: list[str | int] = ["batch", "seq_len", case.input_size] if layout else ["seq_len", "batch", case.input_size]
     inputs = [helper.make_tensor_value_info("x", elem, x_dims)]
     if case.initial_state:
         inputs.append(helper.make_tensor_value_info("h0", elem, [layers * d, "batch", h]))
@@ -129,7 +131,7 @@ def build_spec_model(case: Case, options: SpecOptions = SpecOptions()) -> Any:
         hs.append(hn)
         layer_in = out
     nodes.append(helper.make_node("Concat", hs, ["h_n"], axis=0))
-    out_dims = ["batch", "seq_len", d * h] if layout else ["seq_len", "batch", d * h]
+    out_dims: list[str | int] = ["batch", "seq_len", d * h] if layout else ["seq_len", "batch", d * h]
     outputs = [
         helper.make_tensor_value_info("output", elem, out_dims),
         helper.make_tensor_value_info("h_n", elem, [layers * d, "batch", h]),

@@ -75,7 +75,7 @@ def page_data(merged: Merged, rows: list[Feature]) -> dict[str, Any]:
     cases: list[list[Any]] = []
     verdicts = list(SEVERITY)
     rows_out: list[list[Any]] = []
-    details: list[dict[str, Any]] = []
+    details: list[list[dict[str, Any]]] = []  # per detailed cell: one dict per occurrence
     for entry in merged.entries:
         if entry.case_id not in case_index:
             indices = []

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from conformance.results import read_records
 
@@ -150,6 +150,10 @@ class Merged:
         return next(c for c in self.columns if c.key == key)
 
 
+@overload
+def _number(value: Any, default: float) -> float: ...
+@overload
+def _number(value: Any, default: None = None) -> float | None: ...
 def _number(value: Any, default: float | None = None) -> float | None:
     """Headroom and errors as floats; the writer stores inf/nan as strings."""
     if value is None:

@@ -80,6 +80,8 @@ def error_vs_length(merged: Merged) -> str | None:
         if error is None or error != error:  # None or NaN
             continue
         seq_len = entry.case.get("seq_len")
+        if seq_len is None:
+            raise ValueError(f"result for case {entry.case_id} ({entry.column}) has no seq_len")
         data[entry.case.get("dtype", "?")][entry.column][seq_len].append(max(error, FLOOR_ABS))
     if not data:
         return None
@@ -102,10 +104,10 @@ def error_vs_length(merged: Merged) -> str | None:
             if not series:
                 continue
             lengths = sorted(series)
-            finite = [[v for v in series[t] if v != float("inf")] or [FLOOR_ABS] for t in lengths]
+            per_length = [[v for v in series[t] if v != float("inf")] or [FLOOR_ABS] for t in lengths]
             ax.plot(
                 lengths,
-                [statistics.median(v) for v in finite],
+                [statistics.median(v) for v in per_length],
                 marker="o",
                 ms=3,
                 lw=1.2,
@@ -114,7 +116,12 @@ def error_vs_length(merged: Merged) -> str | None:
             )
             if len(lengths) > 1:  # a band over a single seq_len would be invisible
                 ax.fill_between(
-                    lengths, [min(v) for v in finite], [max(v) for v in finite], color=colours[column], alpha=0.15, lw=0
+                    lengths,
+                    [min(v) for v in per_length],
+                    [max(v) for v in per_length],
+                    color=colours[column],
+                    alpha=0.15,
+                    lw=0,
                 )
         ax.set_xticks(ticks)
         ax.xaxis.set_major_formatter(lambda value, _position: f"{value:g}")

@@ -62,7 +62,7 @@ LENGTH_LABELS = {
 
 def candidate_features(entries: list[Entry]) -> list[Feature]:
     """Every row the matrix can have, in reading order; value-driven rows follow the data."""
-    layers = sorted({e.case.get("num_layers") for e in entries if e.case.get("num_layers") is not None})
+    layers = sorted({n for e in entries if (n := e.case.get("num_layers")) is not None})
     rows = [Feature("all", "all cases")]
     rows += [Feature(f"num_layers={n}", f"{n} layer{'s' if n != 1 else ''}", "num_layers", "==", n) for n in layers]
     rows += [

@@ -113,9 +113,9 @@ def gru_stack(hidden: int, num_layers: int, bidirectional: bool, time_major: boo
                     return nn.GRUCell(hidden, dtype=dtype, param_dtype=dtype, name="cell" + suffix(layer, direction))
 
                 if bidirectional:
-                    rnn = nn.Bidirectional(nn.RNN(cell(0)), nn.RNN(cell(1)), time_major=time_major, return_carry=True)
+                    birnn = nn.Bidirectional(nn.RNN(cell(0)), nn.RNN(cell(1)), time_major=time_major, return_carry=True)
                     init = None if h0 is None else (h0[d * layer], h0[d * layer + 1])
-                    (fw, bw), x = rnn(x, initial_carry=init, seq_lengths=seq_lengths)
+                    (fw, bw), x = birnn(x, initial_carry=init, seq_lengths=seq_lengths)
                     carries += [fw, bw]
                 else:
                     rnn = nn.RNN(cell(0), time_major=time_major, return_carry=True)
