@@ -56,7 +56,9 @@ def main() -> int:
     print(f"tier {args.tier}: {env['options']['cases']} cases x {len(per_backend)} backends = {len(rows)} results")
     print(f"wall time (pytest conformance, imports and collection included): {wall:.2f} s")
     print(f"inside backend calls: {backend_s:.2f} s ({100 * backend_s / wall:.1f}% of wall)")
-    print(f"reference (data + oracle, cached per case per process): {reference_s:.2f} s ({100 * reference_s / wall:.1f}%)")
+    print(
+        f"reference (data + oracle, cached per case per process): {reference_s:.2f} s ({100 * reference_s / wall:.1f}%)"
+    )
     print(f"{'backend':32} {'results':>8} {'backend s':>10} {'per result ms':>14}")
     for name, stats in sorted(per_backend.items()):
         per = 1000 * stats["backend_s"] / max(stats["results"], 1)

@@ -12,7 +12,9 @@ from conformance.results import read_records
 
 
 def test_example_adapter_loads_through_backend_module(suite, tmp_path: Path) -> None:
-    run = suite("--backend-module", "example_gru_backend.adapter:backends", "--backends", "numpy-example", "--tier", "smoke")
+    run = suite(
+        "--backend-module", "example_gru_backend.adapter:backends", "--backends", "numpy-example", "--tier", "smoke"
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "10 passed" in run.stdout
     records = list(read_records(tmp_path / "results.jsonl"))
