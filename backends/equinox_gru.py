@@ -16,22 +16,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
+
+import numpy as np
 
 from backends.converters import equinox_gru as conv
 from backends.jax_common import (
     JaxBackend,
-    configure_jax,
     gpu_seen,
-    host_array,
-    host_lengths,
     jnp_dtype,
-    precision_notes,
-    to_numpy,
-    x64_scope,
 )
 from conformance.case import Case
-from conformance.data import GruOutput, Inputs, Weights
 
 
 @dataclass
@@ -39,20 +35,19 @@ class EquinoxGru(JaxBackend):
     family: str = "equinox"
     modules: tuple[str, ...] = ("jax", "equinox")
 
-    def supports(self, case: Case) -> str | None:
-        lost = conv.cannot_represent(case.bias)
-        return "; ".join(lost) if lost else None
+    def converter(self) -> ModuleType:
+        return conv
 
-    def describe(self) -> dict[str, Any]:
+    def convert(self, tensors: dict[str, np.ndarray]) -> Any:
+        return conv.torch_to_equinox(tensors)
+
+    def library_notes(self) -> dict[str, Any]:
         import equinox
 
         return {
-            **precision_notes(self.precision),
             "equinox": equinox.__version__,
             "modules": "eqx.nn.GRUCell, jax.vmap over batch, jax.lax.scan over time (reverse=True backward)",
             "variable_lengths": "masked scan: state held at padded steps; padded outputs are the held state",
-            "folds": conv.FOLDS,
-            "cannot_represent": conv.cannot_represent(True),
         }
 
     def build_program(self, case: Case) -> Any:
@@ -89,17 +84,6 @@ class EquinoxGru(JaxBackend):
             return output, jnp.stack(h_n)
 
         return self.jit(program)
-
-    def run(self, case: Case, weights: Weights, inputs: Inputs) -> GruOutput:
-        configure_jax()
-        with x64_scope(case.dtype, self.precision):
-            program = self.program(case)
-            cells = self.put(conv.torch_to_equinox(weights.tensors))
-            x = self.put(host_array(inputs.x, case.dtype))
-            h0 = self.put(host_array(inputs.h0, case.dtype))
-            lengths = self.put(host_lengths(inputs.lengths))
-            output, h_n = program(cells, x, h0, lengths)
-            return GruOutput(output=to_numpy(output), h_n=to_numpy(h_n))
 
 
 def backends() -> Iterator[EquinoxGru]:

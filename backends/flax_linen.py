@@ -12,22 +12,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
+
+import numpy as np
 
 from backends.converters import flax_linen as conv
 from backends.jax_common import (
     JaxBackend,
-    configure_jax,
     gpu_seen,
-    host_array,
-    host_lengths,
     jnp_dtype,
-    precision_notes,
-    to_numpy,
-    x64_scope,
 )
 from conformance.case import Case
-from conformance.data import GruOutput, Inputs, Weights
 
 
 @dataclass
@@ -35,20 +31,19 @@ class FlaxLinenGru(JaxBackend):
     family: str = "flax-linen"
     modules: tuple[str, ...] = ("jax", "flax.linen")
 
-    def supports(self, case: Case) -> str | None:
-        lost = conv.cannot_represent(case.bias)
-        return "; ".join(lost) if lost else None
+    def converter(self) -> ModuleType:
+        return conv
 
-    def describe(self) -> dict[str, Any]:
+    def convert(self, tensors: dict[str, np.ndarray]) -> Any:
+        return conv.torch_to_linen(tensors)
+
+    def library_notes(self) -> dict[str, Any]:
         import flax
 
         return {
-            **precision_notes(self.precision),
             "flax": flax.__version__,
             "modules": "flax.linen.GRUCell in nn.RNN / nn.Bidirectional, one per layer",
             "variable_lengths": "nn.RNN seq_lengths (padded outputs not zeroed, per flax docs)",
-            "folds": conv.FOLDS,
-            "cannot_represent": conv.cannot_represent(True),
         }
 
     def build_program(self, case: Case) -> Any:
@@ -63,17 +58,6 @@ class FlaxLinenGru(JaxBackend):
             return output, jnp.stack(carries)
 
         return self.jit(program)
-
-    def run(self, case: Case, weights: Weights, inputs: Inputs) -> GruOutput:
-        configure_jax()
-        with x64_scope(case.dtype, self.precision):
-            program = self.program(case)
-            variables = self.put(conv.torch_to_linen(weights.tensors))
-            x = self.put(host_array(inputs.x, case.dtype))
-            h0 = self.put(host_array(inputs.h0, case.dtype))
-            lengths = self.put(host_lengths(inputs.lengths))
-            output, h_n = program(variables, x, h0, lengths)
-            return GruOutput(output=to_numpy(output), h_n=to_numpy(h_n))
 
 
 def backends() -> Iterator[FlaxLinenGru]:

@@ -13,22 +13,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
+
+import numpy as np
 
 from backends.converters import flax_nnx as conv
 from backends.jax_common import (
     JaxBackend,
-    configure_jax,
     gpu_seen,
-    host_array,
-    host_lengths,
     jnp_dtype,
-    precision_notes,
-    to_numpy,
-    x64_scope,
 )
 from conformance.case import Case
-from conformance.data import GruOutput, Inputs, Weights
 
 
 @dataclass
@@ -36,20 +32,19 @@ class FlaxNnxGru(JaxBackend):
     family: str = "flax-nnx"
     modules: tuple[str, ...] = ("jax", "flax.nnx")
 
-    def supports(self, case: Case) -> str | None:
-        lost = conv.cannot_represent(case.bias)
-        return "; ".join(lost) if lost else None
+    def converter(self) -> ModuleType:
+        return conv
 
-    def describe(self) -> dict[str, Any]:
+    def convert(self, tensors: dict[str, np.ndarray]) -> Any:
+        return conv.torch_to_nnx(tensors)
+
+    def library_notes(self) -> dict[str, Any]:
         import flax
 
         return {
-            **precision_notes(self.precision),
             "flax": flax.__version__,
             "modules": "flax.nnx.GRUCell in nnx.RNN / nnx.Bidirectional, one per layer",
             "variable_lengths": "nnx.RNN seq_lengths (padded outputs not zeroed)",
-            "folds": conv.FOLDS,
-            "cannot_represent": conv.cannot_represent(True),
         }
 
     def build_program(self, case: Case) -> Any:
@@ -74,17 +69,6 @@ class FlaxNnxGru(JaxBackend):
             return output, jnp.stack(carries)
 
         return self.jit(program)
-
-    def run(self, case: Case, weights: Weights, inputs: Inputs) -> GruOutput:
-        configure_jax()
-        with x64_scope(case.dtype, self.precision):
-            program = self.program(case)
-            params = self.put(conv.torch_to_nnx(weights.tensors))
-            x = self.put(host_array(inputs.x, case.dtype))
-            h0 = self.put(host_array(inputs.h0, case.dtype))
-            lengths = self.put(host_lengths(inputs.lengths))
-            output, h_n = program(params, x, h0, lengths)
-            return GruOutput(output=to_numpy(output), h_n=to_numpy(h_n))
 
 
 def backends() -> Iterator[FlaxNnxGru]:

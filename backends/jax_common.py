@@ -27,12 +27,14 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from backends.base import Availability, BaseBackend, first_line
 from conformance.case import Case
+from conformance.data import GruOutput, Inputs, Weights
 from conformance.dtypes import fmt
 
 INSTALL_HINT = "pip install -e '.[jax]' -c constraints.txt"
@@ -227,7 +229,45 @@ class JaxBackend(BaseBackend):
         return self._programs[key]
 
     def build_program(self, case: Case) -> Any:  # pragma: no cover - each adapter defines it
+        """A function (params, x, h0, seq_lengths) -> (output, h_n), jitted with `self.jit`."""
         raise NotImplementedError
+
+    def converter(self) -> ModuleType:  # pragma: no cover - each adapter defines it
+        """The `backends.converters` module for this library (convert, FOLDS, cannot_represent)."""
+        raise NotImplementedError
+
+    def convert(self, tensors: dict[str, np.ndarray]) -> Any:  # pragma: no cover - each adapter defines it
+        """The canonical state_dict as this library's parameter tree."""
+        raise NotImplementedError
+
+    def library_notes(self) -> dict[str, Any]:
+        """The adapter's own lines for the report: library version, modules, length handling."""
+        return {}
+
+    def supports(self, case: Case) -> str | None:
+        lost = self.converter().cannot_represent(case.bias)
+        return "; ".join(lost) if lost else None
+
+    def describe(self) -> dict[str, Any]:
+        conv = self.converter()
+        return {
+            **precision_notes(self.precision),
+            **self.library_notes(),
+            "folds": conv.FOLDS,
+            "cannot_represent": conv.cannot_represent(True),
+        }
+
+    def run(self, case: Case, weights: Weights, inputs: Inputs) -> GruOutput:
+        """Same steps for every JAX library: convert, place on the device, run the cached program."""
+        configure_jax()
+        with x64_scope(case.dtype, self.precision):
+            program = self.program(case)
+            params = self.put(self.convert(weights.tensors))
+            x = self.put(host_array(inputs.x, case.dtype))
+            h0 = self.put(host_array(inputs.h0, case.dtype))
+            lengths = self.put(host_lengths(inputs.lengths))
+            output, h_n = program(params, x, h0, lengths)
+            return GruOutput(output=to_numpy(output), h_n=to_numpy(h_n))
 
     def jit(self, fn: Any) -> Any:
         """jax.jit of fn under a recognizable name, so compile counting can tell our programs apart."""

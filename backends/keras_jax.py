@@ -19,6 +19,7 @@ import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -28,16 +29,9 @@ from backends.converters import keras_gru as conv
 from backends.jax_common import (
     INSTALL_HINT,
     JaxBackend,
-    configure_jax,
     gpu_seen,
-    host_array,
-    host_lengths,
-    precision_notes,
-    to_numpy,
-    x64_scope,
 )
 from conformance.case import Case
-from conformance.data import GruOutput, Inputs, Weights
 
 _HOST_ZEROS: Any = None
 
@@ -89,21 +83,20 @@ class KerasJaxGru(JaxBackend):
             return Availability(False, str(error))
         return Availability.ok()
 
-    def supports(self, case: Case) -> str | None:
-        lost = conv.cannot_represent(case.bias)
-        return "; ".join(lost) if lost else None
+    def converter(self) -> ModuleType:
+        return conv
 
-    def describe(self) -> dict[str, Any]:
+    def convert(self, tensors: dict[str, np.ndarray]) -> Any:
+        return conv.torch_to_keras(tensors)
+
+    def library_notes(self) -> dict[str, Any]:
         keras = _import_keras()
         return {
-            **precision_notes(self.precision),
             "keras": keras.__version__,
             "keras_backend": keras.backend.backend(),
             "modules": "keras.layers.GRU(reset_after=True) / keras.layers.Bidirectional, one per layer",
             "variable_lengths": "mask=(B,T) valid steps; padded outputs: Keras repeats the previous output",
             "layout": "Keras is batch-major only: time-major cases are transposed around the call",
-            "folds": conv.FOLDS,
-            "cannot_represent": conv.cannot_represent(True),
         }
 
     def build_program(self, case: Case) -> Any:
@@ -148,17 +141,6 @@ class KerasJaxGru(JaxBackend):
             return output, jnp.stack(h_n)
 
         return self.jit(program)
-
-    def run(self, case: Case, weights: Weights, inputs: Inputs) -> GruOutput:
-        configure_jax()
-        with x64_scope(case.dtype, self.precision):
-            program = self.program(case)
-            params = self.put(conv.torch_to_keras(weights.tensors))
-            x = self.put(host_array(inputs.x, case.dtype))
-            h0 = self.put(host_array(inputs.h0, case.dtype))
-            lengths = self.put(host_lengths(inputs.lengths))
-            output, h_n = program(params, x, h0, lengths)
-            return GruOutput(output=to_numpy(output), h_n=to_numpy(h_n))
 
 
 def backends() -> Iterator[KerasJaxGru]:
