@@ -184,7 +184,7 @@ def _build_run(config: pytest.Config) -> ConformanceRun:
         raise pytest.UsageError(str(error)) from None
 
     worker = _worker_id(config)
-    results_path = Path(opt.results)
+    results_path = _under_root(config, opt.results)
     workerinput = getattr(config, "workerinput", None)
     if workerinput:
         run_id = workerinput["conformance_run_id"]
@@ -224,6 +224,11 @@ def _build_run(config: pytest.Config) -> ConformanceRun:
         reference_name=reference_name,
         rerun_args=_rerun_args(opt),
     )
+
+
+def _under_root(config: pytest.Config, path: str) -> Path:
+    """Relative output paths are under the project root, wherever pytest was started from."""
+    return Path(path) if Path(path).is_absolute() else config.rootpath / path
 
 
 def _rerun_args(opt: Any) -> tuple[str, ...]:
@@ -327,7 +332,8 @@ def _render_report(config: pytest.Config, results: Path) -> str:
     try:
         from reports.render import render
 
-        done = render([results], Path(config.option.report), registry=Path(config.option.divergences))
+        report = _under_root(config, config.option.report)
+        done = render([results], report, registry=Path(config.option.divergences))
     except Exception as error:
         return f"not rendered ({type(error).__name__}: {error})"
     return f"{done.report} ({done.size // 1024} KiB; summary {done.summary})"
