@@ -113,7 +113,7 @@ def _numeric_check(
     message = (
         f"{name}: worst element at [{where}]: expected {float(expected[idx])!r}, got {float(act[idx])!r}; "
         f"abs err {max_abs:.3g} {'<=' if passed else '>'} tolerance {tol:.3g} (headroom {headroom:.3g}), "
-        f"rel err {max_rel:.3g}, {max_ulp:.3g} ULP"
+        f"max rel err {max_rel:.3g}, max {max_ulp:.3g} ULP"
     )
     return Check(
         name,
