@@ -14,6 +14,8 @@ valid step. Every backend is compared against this one function.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from conformance.case import Case
@@ -31,6 +33,7 @@ def _direction(
     cell: tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None],
     reverse: bool,
     linear_before_reset: bool,
+    noise: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One layer, one direction over time-major xs (T,B,I); returns (outputs (T,B,H), h_n (B,H))."""
     w_ih, w_hh = np.asarray(cell[0], dtype=np.float64), np.asarray(cell[1], dtype=np.float64)
@@ -51,17 +54,27 @@ def _direction(
         else:
             n = np.tanh(i_n + (r * h) @ w_hn.T + b_hn)
         h_new = (1.0 - z) * n + z * h
+        if noise is not None:
+            h_new = h_new + noise[t]
         mask = valid[t][:, None]
         h = np.where(mask, h_new, h)
         out[t] = np.where(mask, h, 0.0)
     return out, h
 
 
-def gru_reference(case: Case, weights: Weights, inputs: Inputs, linear_before_reset: bool = True) -> GruOutput:
+def gru_reference(
+    case: Case,
+    weights: Weights,
+    inputs: Inputs,
+    linear_before_reset: bool = True,
+    step_noise: Sequence[np.ndarray] | None = None,
+) -> GruOutput:
     """The expected output and h_n of `case`, in float64 and PyTorch's layout.
 
     `linear_before_reset=False` gives the other published GRU form; it is never the
     truth for a backend that claims PyTorch semantics, but lets a divergence be named.
+    `step_noise[layer * D + direction]` (T,B,H), added to each new state, is how the
+    tolerance measures how this case's recurrence carries a rounding error forward.
     """
     x = np.asarray(inputs.x, dtype=np.float64)
     if case.batch_first:
@@ -80,7 +93,13 @@ def gru_reference(case: Case, weights: Weights, inputs: Inputs, linear_before_re
         for direction in range(case.num_directions):
             index = layer * case.num_directions + direction
             out, h_last = _direction(
-                layer_input, h0[index], valid, weights.cell(layer, direction), bool(direction), linear_before_reset
+                layer_input,
+                h0[index],
+                valid,
+                weights.cell(layer, direction),
+                bool(direction),
+                linear_before_reset,
+                None if step_noise is None else step_noise[index],
             )
             outs.append(out)
             h_n.append(h_last)

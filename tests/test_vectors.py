@@ -111,7 +111,7 @@ def test_manifest_tolerances_follow_the_recorded_derivation(tier: str) -> None:
                     policy["store_roundings"] * t["unit_roundoff"]
                     + math.sqrt(t["dot_length"]) * t["accumulate_roundoff"]
                 )
-                * math.sqrt(t["steps"])
+                * t["gain"]
             )
             assert recomputed == pytest.approx(t["atol"], rel=1e-12)
             assert t == derive(entry.case, precision).as_dict()
