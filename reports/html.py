@@ -13,8 +13,8 @@ from typing import Any
 
 from conformance.case import Case
 from conformance.engine import rerun_command
-from reports.load import SEVERITY, Column, Merged
-from reports.summary import Feature, round_sig
+from reports.load import SEVERITY, Column, Entry, Merged
+from reports.summary import Cell, Feature, round_sig
 
 DIMENSIONS = tuple(f.name for f in fields(Case))
 
@@ -65,7 +65,55 @@ def _compact(item: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in item.items() if v not in (None, "", [], {})}
 
 
-def page_data(merged: Merged, rows: list[Feature]) -> dict[str, Any]:
+def occurrences(entry: Entry, rerun_prefix: str = "") -> list[dict[str, Any]]:
+    """What a case's detail shows: one compact dict per time it was seen, most severe first."""
+    return [
+        _compact(
+            {
+                "verdict": r["verdict"],
+                "reason": r["reason"],
+                # The usual command is rebuilt by the page from the column's prefix and the case id.
+                "rerun": 1 if rerun_prefix and r["rerun"] == rerun_prefix + entry.case_id else r["rerun"],
+                "divergence": r["divergence"],
+                "run": r["run_id"] if len(entry.seen) > 1 else None,
+                "source": r["source"] if len(entry.seen) > 1 else None,
+                "tolerance": r["tolerance"] if r["checks"] else None,
+                "checks": [_check_detail(c) for c in r["checks"]],
+            }
+        )
+        for r in sorted(entry.seen, key=lambda r: SEVERITY.index(r["verdict"]))
+    ]
+
+
+# Disagreeing cases listed per pair; the rest are counted, not listed (the section stays compact).
+CROSS_DEVICE_LISTED = 10
+
+
+def cross_device_rows(merged: Merged, cross: dict[str, Cell]) -> tuple[list[dict[str, Any]], list[Any]]:
+    """The section's rows, one per pair, and the details its disagreeing cases point into (page data)."""
+    rows: list[dict[str, Any]] = []
+    details: list[Any] = []
+    for pair in merged.pairs:
+        mine = [e for e in merged.cross_device if e.column == pair.key and e.verdict not in ("pass", "skipped")]
+        mine.sort(key=lambda e: (SEVERITY.index(e.verdict), -(e.worst_headroom or 0.0), e.case_id))
+        cases = []
+        for entry in mine[:CROSS_DEVICE_LISTED]:
+            worst = entry.worst
+            cases.append(
+                {
+                    "case_id": entry.case_id,
+                    "verdict": entry.verdict,
+                    "worst_headroom": entry.worst_headroom,
+                    "reason": worst["reason"],
+                    "detail": len(details),
+                }
+            )
+            details.append(occurrences(entry))
+        rows.append({"pair": pair, "cell": cross[pair.key], "cases": cases, "more": len(mine) - len(cases)})
+    return rows, details
+
+
+def page_data(merged: Merged, rows: list[Feature], cross_details: list[Any] | None = None) -> dict[str, Any]:
     """Compact, column-indexed data for the case table and the cell panel."""
     column_index = {c.key: i for i, c in enumerate(merged.columns)}
     rerun_prefix = {c.key: rerun_command(Case(1, 1), c.backend).removesuffix(Case(1, 1).id) for c in merged.columns}
@@ -91,25 +139,7 @@ def page_data(merged: Merged, rows: list[Feature]) -> dict[str, Any]:
         detail = -1
         if verdict != "pass":
             detail = len(details)
-            prefix = rerun_prefix[entry.column]
-            details.append(
-                [
-                    _compact(
-                        {
-                            "verdict": r["verdict"],
-                            "reason": r["reason"],
-                            # The usual command is rebuilt by the page from the column's prefix and the case id.
-                            "rerun": 1 if r["rerun"] == prefix + entry.case_id else r["rerun"],
-                            "divergence": r["divergence"],
-                            "run": r["run_id"] if len(entry.seen) > 1 else None,
-                            "source": r["source"] if len(entry.seen) > 1 else None,
-                            "tolerance": r["tolerance"] if r["checks"] else None,
-                            "checks": [_check_detail(c) for c in r["checks"]],
-                        }
-                    )
-                    for r in sorted(entry.seen, key=lambda r: SEVERITY.index(r["verdict"]))
-                ]
-            )
+            details.append(occurrences(entry, rerun_prefix[entry.column]))
         rows_out.append(
             [
                 column_index[entry.column],
@@ -138,6 +168,7 @@ def page_data(merged: Merged, rows: list[Feature]) -> dict[str, Any]:
         "rows": rows_out,
         "details": details,
         "features": [f.as_dict() for f in rows],
+        "cross_device": cross_details or [],
     }
 
 

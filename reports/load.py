@@ -15,6 +15,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, overload
 
+from conformance.cross_device import KIND as CROSS_DEVICE
 from conformance.results import read_records
 
 FLAKY = "flaky"
@@ -80,6 +81,17 @@ class Column:
 
 
 @dataclass
+class DevicePair:
+    """One backend on the CPU and on a GPU in one environment: a row of the cross-device section."""
+
+    key: str
+    cpu: str
+    gpu: str
+    family: str
+    env_label: str = ""
+
+
+@dataclass
 class Entry:
     """A (column, case) with every time it was seen; more than one verdict makes it flaky."""
 
@@ -141,6 +153,9 @@ class Merged:
     columns: list[Column]
     entries: list[Entry]
     sources: list[str]
+    # The cross-device check: pairs, and one entry per (pair, case) with `column` the pair's key.
+    pairs: list[DevicePair] = field(default_factory=list)
+    cross_device: list[Entry] = field(default_factory=list)
 
     @property
     def partial(self) -> bool:
@@ -229,6 +244,7 @@ def load(paths: Sequence[Path]) -> Merged:
     raw_results: list[tuple[Run, dict[str, Any], dict[str, Any]]] = []
     case_dicts: dict[str, dict[str, Any]] = {}
     backend_records: list[tuple[Run, dict[str, Any]]] = []
+    raw_cross: list[tuple[Run, dict[str, Any], dict[str, Any]]] = []
     for path in paths:
         torn = torn_tail(path)
         last: Run | None = None
@@ -248,6 +264,11 @@ def load(paths: Sequence[Path]) -> Merged:
                 meta = {k: record.get(k) for k in ("backend", "family", "device", "case_id")}
                 meta["case"] = case_dicts.setdefault(record["case_id"], record.get("case", {}))
                 raw_results.append((run, meta, _slim(record, run)))
+            elif kind == CROSS_DEVICE:
+                meta = {"backends": record.get("backends") or ["?", "?"], "family": record.get("family")}
+                meta["case_id"] = record["case_id"]
+                meta["case"] = case_dicts.setdefault(record["case_id"], record.get("case", {}))
+                raw_cross.append((run, meta, _slim(record, run)))
         if torn and last is not None:
             last.torn = True
         elif torn:
@@ -283,5 +304,22 @@ def load(paths: Sequence[Path]) -> Merged:
             entries[key] = Entry(column.key, meta["case_id"], meta["case"])
         entries[key].seen.append(slim)
 
+    pairs: dict[str, DevicePair] = {}
+    cross: dict[tuple[str, str], Entry] = {}
+    for run, meta, slim in raw_cross:
+        cpu, gpu = (str(b) for b in meta["backends"][:2])
+        name = f"{cpu} vs {gpu}" + (f" @ {run.env_label}" if run.env_label else "")
+        pairs.setdefault(name, DevicePair(name, cpu, gpu, meta["family"] or cpu.split("[")[0], run.env_label))
+        if (name, meta["case_id"]) not in cross:
+            cross[(name, meta["case_id"])] = Entry(name, meta["case_id"], meta["case"])
+        cross[(name, meta["case_id"])].seen.append(slim)
+
     ordered = sorted(columns.values(), key=lambda c: (c.family, c.backend, c.env_label))
-    return Merged(run_list, ordered, list(entries.values()), [str(p) for p in paths])
+    return Merged(
+        run_list,
+        ordered,
+        list(entries.values()),
+        [str(p) for p in paths],
+        sorted(pairs.values(), key=lambda p: (p.family, p.cpu, p.gpu, p.env_label)),
+        list(cross.values()),
+    )

@@ -18,7 +18,7 @@ from typing import Any
 from conformance import divergences
 from reports import html, plots
 from reports.load import HEADLINE_PACKAGES, SEVERITY, Merged, Run, load
-from reports.summary import STATUSES, Change, cells, compare, features, summary, write_summary
+from reports.summary import STATUSES, Change, cells, compare, cross_device_cells, features, summary, write_summary
 
 
 @dataclass
@@ -133,7 +133,8 @@ def render(
     merged = load(paths)
     rows = features(merged.entries)
     table = cells(merged, rows)
-    data = summary(merged, rows, table)
+    cross = cross_device_cells(merged)
+    data = summary(merged, rows, table, cross)
     changes: list[Change] = []
     if compare_to is not None:
         changes = compare(json.loads(Path(compare_to).read_text(encoding="utf-8")), data)
@@ -143,6 +144,7 @@ def render(
     for column in merged.columns:
         families.setdefault(column.family, []).append(column)
     runs = [_run_row(r) for r in merged.runs]
+    cross_rows, cross_details = html.cross_device_rows(merged, cross)
     context = {
         "title": "GRU conformance report",
         "rendered": time.strftime("%Y-%m-%d %H:%M %Z"),
@@ -159,12 +161,13 @@ def render(
         "columns": merged.columns,
         "rows": rows,
         "table": table,
+        "cross_device": cross_rows,
         "divergences": _divergence_rows(merged, registry),
         "error_plot": plots.error_vs_length(merged),
         "headroom_plot": plots.headroom_distribution(merged),
         "changes": changes,
         "compare_to": str(compare_to) if compare_to else None,
-        "data": html.page_data(merged, rows),
+        "data": html.page_data(merged, rows, cross_details),
     }
     page = html.render_page(context)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -150,7 +150,28 @@ def cells(merged: Merged, rows: list[Feature]) -> dict[str, dict[str, Cell]]:
     return table
 
 
-def summary(merged: Merged, rows: list[Feature], table: dict[str, dict[str, Cell]]) -> dict[str, Any]:
+CROSS_DEVICE = "cross_device"  # the summary's key, and the feature a `--compare` line names
+CROSS_DEVICE_LABEL = "cross-device (CPU vs GPU)"
+
+
+def cross_device_cells(merged: Merged) -> dict[str, Cell]:
+    """Pair key -> one cell over its cases: `passed` is the cases where both devices agree."""
+    table = {pair.key: Cell(Counter(), None) for pair in merged.pairs}
+    for entry in merged.cross_device:
+        cell = table[entry.column]
+        cell.counts[entry.verdict] += 1
+        headroom = entry.worst_headroom
+        if headroom is not None and (cell.worst_headroom is None or headroom > cell.worst_headroom):
+            cell.worst_headroom = headroom
+    return table
+
+
+def summary(
+    merged: Merged,
+    rows: list[Feature],
+    table: dict[str, dict[str, Cell]],
+    cross: dict[str, Cell] | None = None,
+) -> dict[str, Any]:
     """The machine-readable twin of the matrix: same input, byte-identical output."""
     return {
         "schema": SUMMARY_SCHEMA,
@@ -169,6 +190,8 @@ def summary(merged: Merged, rows: list[Feature], table: dict[str, dict[str, Cell
         ),
         "features": {f.key: f.label for f in rows},
         "cells": {column: {key: cell.as_dict() for key, cell in row.items()} for column, row in table.items()},
+        # Pair key ("torch[cpu] vs torch[cuda]", "@ environment" when several) -> cell; `passed` = agreeing cases.
+        CROSS_DEVICE: {key: cell.as_dict() for key, cell in sorted((cross or {}).items())},
     }
 
 
@@ -218,7 +241,7 @@ def _fmt(value: float | None) -> str:
 
 
 def compare(old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
-    """Cells that got worse or better between two summaries, worst news first."""
+    """Cells (and cross-device pairs) that got worse or better between two summaries, worst news first."""
     if old.get("schema") != SUMMARY_SCHEMA:
         raise ValueError(f"old summary has schema {old.get('schema')!r}; this renderer reads schema {SUMMARY_SCHEMA}")
     labels = {**old.get("features", {}), **new.get("features", {})}
@@ -227,35 +250,50 @@ def compare(old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
     for column in sorted(set(old_cells) | set(new_cells)):
         before, after = old_cells.get(column, {}), new_cells.get(column, {})
         for feature in sorted(set(before) | set(after)):
-            a, b = before.get(feature), after.get(feature)
-            label = labels.get(feature, feature)
-            if a is None or not a.get("n"):
-                if b is not None and b.get("n"):
-                    changes.append(Change("added", column, feature, label, f"now {b['passed']}/{b['n']} passed"))
-                continue
-            if b is None or not b.get("n"):
-                changes.append(Change("removed", column, feature, label, f"was {a['passed']}/{a['n']} passed"))
-                continue
-            worse, better = [], []
-            passed = f"passed {a['passed']}/{a['n']} → {b['passed']}/{b['n']}"
-            if _bad(b) > _bad(a) or _fraction(b) < _fraction(a):
-                worse.append(passed)
-            elif _bad(b) < _bad(a) or _fraction(b) > _fraction(a):
-                better.append(passed)
-            if RANK[b["status"]] > RANK[a["status"]]:
-                worse.append(f"{a['status']} → {b['status']}")
-            elif RANK[b["status"]] < RANK[a["status"]]:
-                better.append(f"{a['status']} → {b['status']}")
-            ha, hb = a.get("worst_headroom"), b.get("worst_headroom")
-            if ha is not None and hb is not None and max(ha, hb) >= HEADROOM_FLOOR:
-                text = f"worst headroom {_fmt(ha)} → {_fmt(hb)}"
-                if hb >= ha * HEADROOM_FACTOR:
-                    worse.append(text)
-                elif ha >= hb * HEADROOM_FACTOR:
-                    better.append(text)
-            if worse:
-                changes.append(Change("worse", column, feature, label, "; ".join(worse + better)))
-            elif better:
-                changes.append(Change("better", column, feature, label, "; ".join(better)))
+            change = _cell_change(
+                column, feature, labels.get(feature, feature), before.get(feature), after.get(feature)
+            )
+            if change is not None:
+                changes.append(change)
+    # A summary from before the cross-device section has no such key: every pair then reads as added.
+    old_pairs, new_pairs = old.get(CROSS_DEVICE, {}), new.get(CROSS_DEVICE, {})
+    for pair in sorted(set(old_pairs) | set(new_pairs)):
+        change = _cell_change(pair, CROSS_DEVICE, CROSS_DEVICE_LABEL, old_pairs.get(pair), new_pairs.get(pair))
+        if change is not None:
+            changes.append(change)
     order = {"worse": 0, "removed": 1, "better": 2, "added": 3}
     return sorted(changes, key=lambda c: (order[c.direction], c.column, c.feature))
+
+
+def _cell_change(
+    column: str, feature: str, label: str, a: dict[str, Any] | None, b: dict[str, Any] | None
+) -> Change | None:
+    """How one cell moved between two summaries; None when it did not (noticeably)."""
+    if a is None or not a.get("n"):
+        if b is not None and b.get("n"):
+            return Change("added", column, feature, label, f"now {b['passed']}/{b['n']} passed")
+        return None
+    if b is None or not b.get("n"):
+        return Change("removed", column, feature, label, f"was {a['passed']}/{a['n']} passed")
+    worse, better = [], []
+    passed = f"passed {a['passed']}/{a['n']} → {b['passed']}/{b['n']}"
+    if _bad(b) > _bad(a) or _fraction(b) < _fraction(a):
+        worse.append(passed)
+    elif _bad(b) < _bad(a) or _fraction(b) > _fraction(a):
+        better.append(passed)
+    if RANK[b["status"]] > RANK[a["status"]]:
+        worse.append(f"{a['status']} → {b['status']}")
+    elif RANK[b["status"]] < RANK[a["status"]]:
+        better.append(f"{a['status']} → {b['status']}")
+    ha, hb = a.get("worst_headroom"), b.get("worst_headroom")
+    if ha is not None and hb is not None and max(ha, hb) >= HEADROOM_FLOOR:
+        text = f"worst headroom {_fmt(ha)} → {_fmt(hb)}"
+        if hb >= ha * HEADROOM_FACTOR:
+            worse.append(text)
+        elif ha >= hb * HEADROOM_FACTOR:
+            better.append(text)
+    if worse:
+        return Change("worse", column, feature, label, "; ".join(worse + better))
+    if better:
+        return Change("better", column, feature, label, "; ".join(better))
+    return None

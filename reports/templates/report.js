@@ -125,30 +125,45 @@
     });
     return b;
   }
+  // One occurrence of a case (a result or a cross-device comparison): reason, checks, tolerance, rerun.
+  function occurrenceBox(s, several, rerun) {
+    const checks = s.checks || [];
+    const box = el("div", { cls: "occurrence" });
+    const head = el("div", null, el("span", { cls: "chip v-" + s.verdict, text: s.verdict }));
+    if (several) head.appendChild(el("span", { cls: "muted", text: "run " + s.run + " from " + s.source }));
+    box.appendChild(head);
+    if (s.reason) box.appendChild(el("pre", { cls: "reason", text: s.reason }));
+    if (checks.length) box.appendChild(checksTable(checks));
+    if (s.tolerance && s.tolerance.atol !== undefined) {
+      const parts = Object.keys(s.tolerance).map(function (k) { return k + " " + fmt(s.tolerance[k]); });
+      box.appendChild(el("div", { cls: "muted", text: "tolerance: " + parts.join(", ") }));
+    }
+    if (rerun) {
+      const code = el("code", { cls: "rerun-command", text: rerun });
+      box.appendChild(el("div", { cls: "rerun" }, el("span", { text: "rerun:" }), code, copyButton(rerun)));
+    }
+    return box;
+  }
   function detailCell(r) {
     const td = el("td", { colspan: "5" });
     const seen = D.details[r[5]];
     seen.forEach(function (s) {
-      const checks = s.checks || [];
       const rerun = s.rerun === 1 ? D.columns[r[0]].rerun + D.cases[r[1]][0] : s.rerun;
-      const box = el("div", { cls: "occurrence" });
-      const head = el("div", null, el("span", { cls: "chip v-" + s.verdict, text: s.verdict }));
-      if (seen.length > 1) head.appendChild(el("span", { cls: "muted", text: "run " + s.run + " from " + s.source }));
-      box.appendChild(head);
-      if (s.reason) box.appendChild(el("pre", { cls: "reason", text: s.reason }));
-      if (checks.length) box.appendChild(checksTable(checks));
-      if (s.tolerance && s.tolerance.atol !== undefined) {
-        const parts = Object.keys(s.tolerance).map(function (k) { return k + " " + fmt(s.tolerance[k]); });
-        box.appendChild(el("div", { cls: "muted", text: "tolerance: " + parts.join(", ") }));
-      }
-      if (rerun) {
-        const code = el("code", { cls: "rerun-command", text: rerun });
-        box.appendChild(el("div", { cls: "rerun" }, el("span", { text: "rerun:" }), code, copyButton(rerun)));
-      }
-      td.appendChild(box);
+      td.appendChild(occurrenceBox(s, seen.length > 1, rerun));
     });
     return td;
   }
+  // The cross-device section's disagreeing cases: the server wrote the reason, the checks table replaces it.
+  document.querySelectorAll("#cross-device .xd-detail").forEach(function (div) {
+    const seen = D.cross_device[Number(div.dataset.detail)] || [];
+    if (!seen.length) return;
+    div.textContent = "";
+    seen.forEach(function (s) {
+      const box = occurrenceBox(s, seen.length > 1, s.rerun);
+      if (seen.length === 1) box.firstChild.remove();  // the row above already shows the verdict
+      div.appendChild(box);
+    });
+  });
   function caseRow(ri) {
     const r = D.rows[ri];
     const verdict = D.verdicts[r[2]];
