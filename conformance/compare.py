@@ -167,6 +167,12 @@ def compare(
     return checks
 
 
+def worst_headroom(checks: list[Check]) -> float | None:
+    """The largest arithmetic headroom of a result (padding and structure checks have none that counts)."""
+    values = [c.headroom for c in checks if c.headroom is not None and c.kind == "arithmetic"]
+    return max(values) if values else None
+
+
 def verdict_of(checks: list[Check]) -> str:
     """pass, fail (any shape/dtype/arithmetic failure), or convention (only padding differs)."""
     failed = {c.kind for c in checks if not c.passed}

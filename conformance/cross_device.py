@@ -24,7 +24,7 @@ from typing import Any
 
 from backends.base import Backend, UnsupportedCase, first_line
 from conformance.case import Case
-from conformance.compare import Check, compare, verdict_of
+from conformance.compare import Check, compare, verdict_of, worst_headroom
 from conformance.data import GruOutput, Inputs, Weights, case_data
 from conformance.tolerance import derive
 
@@ -76,8 +76,7 @@ class CrossDeviceResult:
 
     @property
     def worst_headroom(self) -> float | None:
-        values = [c.headroom for c in self.checks if c.headroom is not None and c.kind == "arithmetic"]
-        return max(values) if values else None
+        return worst_headroom(self.checks)
 
     def as_record(self) -> dict[str, Any]:
         return {

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from conformance.case import Case
-from conformance.compare import Check
+from conformance.compare import Check, worst_headroom
 
 SCHEMA_VERSION = 1
 
@@ -50,8 +50,7 @@ class Result:
 
     @property
     def worst_headroom(self) -> float | None:
-        values = [c.headroom for c in self.checks if c.headroom is not None and c.kind == "arithmetic"]
-        return max(values) if values else None
+        return worst_headroom(self.checks)
 
     def as_record(self) -> dict[str, Any]:
         return {

@@ -44,6 +44,14 @@ def gates(array: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return array[:hidden], array[hidden : 2 * hidden], array[2 * hidden :]
 
 
+def bias_gates(
+    b_ih: np.ndarray | None, b_hh: np.ndarray | None, hidden: int, dtype: np.dtype
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The (r, z, n) blocks of both biases; a missing bias reads as zeros (a GRU with one bias only)."""
+    zeros = np.zeros(3 * hidden, dtype=dtype)
+    return gates(zeros if b_ih is None else b_ih), gates(zeros if b_hh is None else b_hh)
+
+
 def fold(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a + b formed in float64 and rounded once to a's dtype."""
     return (np.asarray(a, dtype=np.float64) + np.asarray(b, dtype=np.float64)).astype(a.dtype)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from backends.converters import cell_tensors, fold, gates, layout, put_cell, torch_order
+from backends.converters import bias_gates, cell_tensors, fold, layout, put_cell, torch_order
 
 FOLDS = ["b_hr -> bias[r] (+ b_ir)", "b_hz -> bias[z] (+ b_iz)", "b_hn -> bias_n"]
 
@@ -41,10 +41,7 @@ def cell_to_equinox(w_ih: np.ndarray, w_hh: np.ndarray, b_ih: np.ndarray | None,
     template = _template(width, hidden, use_bias, dtype)
     values: list[np.ndarray] = [np.array(w_ih), np.array(w_hh)]
     if use_bias:
-        zeros = np.zeros(3 * hidden, dtype=dtype)
-        b_ih = zeros if b_ih is None else b_ih
-        b_hh = zeros if b_hh is None else b_hh
-        (bi_r, bi_z, bi_n), (bh_r, bh_z, bh_n) = gates(b_ih), gates(b_hh)
+        (bi_r, bi_z, bi_n), (bh_r, bh_z, bh_n) = bias_gates(b_ih, b_hh, hidden, dtype)
         values += [np.concatenate([fold(bi_r, bh_r), fold(bi_z, bh_z), bi_n]), np.array(bh_n)]
         return eqx.tree_at(lambda c: (c.weight_ih, c.weight_hh, c.bias, c.bias_n), template, tuple(values))
     return eqx.tree_at(lambda c: (c.weight_ih, c.weight_hh), template, tuple(values))

@@ -24,7 +24,17 @@ from typing import Any
 
 import numpy as np
 
-from backends.converters import Unrepresentable, cell_tensors, fold, gates, layout, put_cell, suffix, torch_order
+from backends.converters import (
+    Unrepresentable,
+    bias_gates,
+    cell_tensors,
+    fold,
+    gates,
+    layout,
+    put_cell,
+    suffix,
+    torch_order,
+)
 
 
 def cannot_represent(bias: bool) -> list[str]:
@@ -40,11 +50,8 @@ def cell_to_linen(
 ) -> dict[str, dict[str, np.ndarray]]:
     """One PyTorch cell as a linen GRUCell's params (numpy, dtype kept)."""
     hidden = w_hh.shape[1]
-    zeros = np.zeros(3 * hidden, dtype=w_hh.dtype)
-    b_ih = zeros if b_ih is None else b_ih
-    b_hh = zeros if b_hh is None else b_hh
     (wi_r, wi_z, wi_n), (wh_r, wh_z, wh_n) = gates(w_ih), gates(w_hh)
-    (bi_r, bi_z, bi_n), (bh_r, bh_z, bh_n) = gates(b_ih), gates(b_hh)
+    (bi_r, bi_z, bi_n), (bh_r, bh_z, bh_n) = bias_gates(b_ih, b_hh, hidden, w_hh.dtype)
 
     def t(w: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(w.T)

@@ -24,7 +24,16 @@ from typing import Any
 
 import numpy as np
 
-from backends.converters import Unrepresentable, cell_tensors, fold, gates, layout, put_cell, suffix, torch_order
+from backends.converters import (
+    Unrepresentable,
+    bias_gates,
+    cell_tensors,
+    fold,
+    layout,
+    put_cell,
+    suffix,
+    torch_order,
+)
 
 FOLDS = ["b_hr -> dense_i.bias[r] (+ b_ir)", "b_hz -> dense_i.bias[z] (+ b_iz)"]
 
@@ -44,10 +53,7 @@ def cell_to_nnx(
 ) -> dict[str, dict[str, np.ndarray]]:
     """One PyTorch cell as an nnx GRUCell's pure-dict params; raises if b_hn is nonzero."""
     hidden = w_hh.shape[1]
-    zeros = np.zeros(3 * hidden, dtype=w_hh.dtype)
-    b_ih = zeros if b_ih is None else b_ih
-    b_hh = zeros if b_hh is None else b_hh
-    (bi_r, bi_z, bi_n), (bh_r, bh_z, bh_n) = gates(b_ih), gates(b_hh)
+    (bi_r, bi_z, bi_n), (bh_r, bh_z, bh_n) = bias_gates(b_ih, b_hh, hidden, w_hh.dtype)
     if np.any(np.asarray(bh_n, dtype=np.float64) != 0):
         raise Unrepresentable(f"{where}: {cannot_represent(True)[0]}")
     return {
