@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from backends.base import Availability, BaseBackend, first_line
 from conformance.case import Case
+from conformance.contract import Availability, BaseBackend, first_line
 from conformance.data import GruOutput, Inputs, Weights
 from conformance.dtypes import fmt
 

@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 
-from backends.base import Availability, first_line
 from backends.converters import keras_gru as conv
 from backends.jax_common import (
     INSTALL_HINT,
@@ -32,6 +31,7 @@ from backends.jax_common import (
     gpu_seen,
 )
 from conformance.case import Case
+from conformance.contract import Availability, first_line
 
 _HOST_ZEROS: Any = None
 

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backends.base import UnsupportedCase, first_line
 from conformance.case import Case
+from conformance.contract import UnsupportedCase, first_line
 
 EXPORTERS: tuple[str, ...] = ("torchscript", "dynamo")
 CACHE_ENV = "GRU_CONFORMANCE_CACHE"

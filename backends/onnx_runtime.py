@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from backends.base import Availability, BaseBackend, UnsupportedCase, first_line
 from conformance.case import Case
+from conformance.contract import Availability, BaseBackend, UnsupportedCase, first_line
 from conformance.data import GruOutput, Inputs, Weights
 
 INSTALL_HINT = "pip install -e '.[onnx]' -c constraints.txt"

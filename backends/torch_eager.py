@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from backends.base import Availability, BaseBackend, UnsupportedCase, first_line
 from conformance.case import Case
+from conformance.contract import Availability, BaseBackend, UnsupportedCase, first_line
 from conformance.data import GruOutput, Inputs, Weights
 from conformance.dtypes import fmt
 

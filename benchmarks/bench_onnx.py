@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import contextlib
 
 from backends import onnx_export
-from backends.base import UnsupportedCase
+from conformance.contract import UnsupportedCase
 from backends.onnx_export import ModelStore, Signature
 from backends.onnx_runtime import WEIGHTS_ENV, OnnxBackend, OrtRunner
 from conformance.case import Case

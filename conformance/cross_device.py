@@ -22,9 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from backends.base import Backend, UnsupportedCase, first_line
 from conformance.case import Case
 from conformance.compare import Check, compare, verdict_of, worst_headroom
+from conformance.contract import Backend, UnsupportedCase, first_line
 from conformance.data import GruOutput, Inputs, Weights, case_data
 from conformance.tolerance import derive
 

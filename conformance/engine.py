@@ -13,9 +13,9 @@ import traceback
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 
-from backends.base import Backend, UnsupportedCase, first_line
 from conformance.case import Case
 from conformance.compare import compare, verdict_of
+from conformance.contract import Backend, UnsupportedCase, first_line
 from conformance.data import GruOutput, Inputs, Weights, case_data
 from conformance.divergences import Divergence, match
 from conformance.oracle import gru_reference

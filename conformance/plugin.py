@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from backends.base import Backend, Preparing
 from conformance import cross_device, divergences, matrix, selection, sharding
 from conformance.case import Case, CaseError
+from conformance.contract import Backend, Preparing
 from conformance.engine import Reference, check, oracle_reference
 from conformance.environment import environment
 from conformance.results import Result, ResultsWriter, merge_worker_files, read_records, worker_path

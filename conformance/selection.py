@@ -10,7 +10,7 @@ import importlib
 from collections.abc import Callable, Iterable
 from importlib import metadata
 
-from backends.base import PRECISIONS, Backend, configure
+from conformance.contract import PRECISIONS, Backend, configure
 from conformance.names import matches
 
 ENTRY_POINT_GROUP = "gru_conformance.backends"

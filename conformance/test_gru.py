@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from backends.base import Backend
 from conformance.case import Case
+from conformance.contract import Backend
 from conformance.plugin import ConformanceRun
 
 

@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 
 from backends import torch_eager
-from backends.base import Availability, BaseBackend, column, configure
 from backends.torch_eager import TorchGru, precision_settings
 from conformance import cross_device, matrix, selection
 from conformance.case import Case
+from conformance.contract import Availability, BaseBackend, column, configure
 from conformance.data import GruOutput, Inputs, Weights, case_data
 from conformance.tolerance import derive
 

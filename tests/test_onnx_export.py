@@ -16,10 +16,10 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("torch")
 
-from backends.base import UnsupportedCase
 from backends.onnx_export import STORE, ModelStore, Signature, weights_to_inputs
 from backends.onnx_runtime import OnnxBackend
 from conformance.case import Case
+from conformance.contract import UnsupportedCase
 from conformance.data import case_data
 from conformance.oracle import gru_reference
 

@@ -8,10 +8,10 @@ import pytest
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from backends.base import UnsupportedCase
 from backends.onnx_runtime import OnnxBackend
 from backends.onnx_spec import SpecOptions, spec_weights
 from conformance.case import Case
+from conformance.contract import UnsupportedCase
 from conformance.data import case_data
 from conformance.oracle import gru_reference
 
