@@ -22,10 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import contextlib
 
 from backends import onnx_export
-from conformance.contract import UnsupportedCase
 from backends.onnx_export import ModelStore, Signature
 from backends.onnx_runtime import WEIGHTS_ENV, OnnxBackend, OrtRunner
 from conformance.case import Case
+from conformance.contract import UnsupportedCase
 from conformance.data import case_data
 from conformance.matrix import cases as tier_cases
 

@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from conformance.results import read_records  # noqa: E402
+from conformance.records import read_records  # noqa: E402
 
 
 def main() -> int:

@@ -6,7 +6,6 @@ worst element (named axes), both values, abs/rel/ULP error, tolerance, headroom.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -14,36 +13,9 @@ import numpy as np
 from conformance.case import Case
 from conformance.data import GruOutput
 from conformance.dtypes import name_of, ulp
+from conformance.records import Check
 from conformance.tolerance import Tolerance
-
-# What a failing check means: "shape" and "dtype" (the backend returned the wrong
-# kind of thing), "arithmetic" (numbers differ beyond tolerance), "convention"
-# (padded positions hold values where PyTorch gives zeros: documented behaviour of
-# the backend's own API, not an arithmetic error).
-KINDS = ("shape", "dtype", "arithmetic", "convention")
-
-
-@dataclass
-class Check:
-    name: str  # "output.shape", "output.dtype", "output", "output.padding", "h_n", ...
-    kind: str
-    passed: bool
-    message: str = ""
-    max_abs: float | None = None
-    max_rel: float | None = None
-    max_ulp: float | None = None
-    tolerance: float | None = None
-    headroom: float | None = None  # max_abs / tolerance; > 1 fails
-    worst_index: dict[str, Any] | None = None
-    expected: float | None = None
-    actual: float | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Check:
-        return cls(**data)
+from conformance.verdict import Verdict
 
 
 def output_axes(case: Case) -> tuple[str, str, str]:
@@ -167,15 +139,9 @@ def compare(
     return checks
 
 
-def worst_headroom(checks: list[Check]) -> float | None:
-    """The largest arithmetic headroom of a result (padding and structure checks have none that counts)."""
-    values = [c.headroom for c in checks if c.headroom is not None and c.kind == "arithmetic"]
-    return max(values) if values else None
-
-
-def verdict_of(checks: list[Check]) -> str:
-    """pass, fail (any shape/dtype/arithmetic failure), or convention (only padding differs)."""
+def verdict_of(checks: list[Check]) -> Verdict:
+    """pass, fail (any shape/dtype/arithmetic failure, whatever else fails too), or convention (only padding differs)."""
     failed = {c.kind for c in checks if not c.passed}
     if failed - {"convention"}:
-        return "fail"
-    return "convention" if failed else "pass"
+        return Verdict.FAIL
+    return Verdict.CONVENTION if failed else Verdict.PASS

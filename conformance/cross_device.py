@@ -12,23 +12,22 @@ Tolerance: each side is within `atol` of the exact answer (that is what the orac
 certifies), so by the triangle inequality they are within `2 * atol` of each other; the
 bound is the same derived one, no per-backend tuning.
 
-Results are `cross_device` records in the results JSONL (readers skip kinds they don't know).
+Results are `cross_device` records (`conformance.records.CrossDeviceResult`) in the results JSONL.
 """
 
 from __future__ import annotations
 
-import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, replace
 
 from conformance.case import Case
-from conformance.compare import Check, compare, verdict_of, worst_headroom
-from conformance.contract import Backend, UnsupportedCase, first_line
+from conformance.contract import Backend
 from conformance.data import GruOutput, Inputs, Weights, case_data
+from conformance.pipeline import attempt, judge, refusal
+from conformance.records import CrossDeviceResult
 from conformance.tolerance import derive
+from conformance.verdict import Verdict
 
-KIND = "cross_device"
 Data = Callable[[Case], tuple[Weights, Inputs]]
 
 
@@ -64,70 +63,35 @@ def pairs(backends: list[Backend]) -> list[DevicePair]:
     return found
 
 
-@dataclass
-class CrossDeviceResult:
-    case: Case
-    pair: DevicePair
-    verdict: str  # pass, fail, convention, unsupported, error, skipped
-    precision: str
-    reason: str = ""
-    checks: list[Check] = field(default_factory=list)
-    tolerance: dict[str, Any] | None = None
-
-    @property
-    def worst_headroom(self) -> float | None:
-        return worst_headroom(self.checks)
-
-    def as_record(self) -> dict[str, Any]:
-        return {
-            "kind": KIND,
-            "case_id": self.case.id,
-            "case": self.case.as_dict(),
-            "family": self.pair.cpu.family,
-            "backends": [self.pair.cpu.name, self.pair.gpu.name],
-            "devices": [self.pair.cpu.device, self.pair.gpu.device],
-            "verdict": self.verdict,
-            "reason": self.reason,
-            "checks": [c.as_dict() for c in self.checks],
-            "worst_headroom": self.worst_headroom,
-            "tolerance": self.tolerance,
-            "precision": self.precision,
-        }
-
-
 def check(pair: DevicePair, case: Case, precision: str = "strict", data: Data = case_data) -> CrossDeviceResult:
     """Run the case on both devices and compare the two outputs (CPU as the expected side).
 
     `data` gives the case's weights and inputs: the live generator, or stored vectors.
     """
-    result = CrossDeviceResult(case, pair, "pass", precision)
-    for backend in (pair.cpu, pair.gpu):
-        availability = backend.availability()
-        if not availability.available:
-            result.verdict, result.reason = "skipped", f"{backend.name}: {availability.describe()}"
-            return result
-        reason = backend.supports(case)
-        if reason:
-            result.verdict, result.reason = "unsupported", f"{backend.name}: {reason}"
+    result = CrossDeviceResult(
+        case,
+        pair.cpu.family,
+        (pair.cpu.name, pair.gpu.name),
+        (pair.cpu.device, pair.gpu.device),
+        Verdict.PASS,
+        precision,
+    )
+    for backend in (pair.cpu, pair.gpu):  # refuse before running either side
+        refused = refusal(backend, case)
+        if refused is not None:
+            result.verdict, result.reason = refused.verdict or Verdict.ERROR, f"{backend.name}: {refused.reason}"
             return result
     weights, inputs = data(case)
     outputs: list[GruOutput] = []
     for backend in (pair.cpu, pair.gpu):
-        try:
-            outputs.append(backend.run(case, weights, inputs))
-        except UnsupportedCase as error:
-            result.verdict, result.reason = "unsupported", f"{backend.name}: {error}"
+        tried = attempt(backend, case, weights, inputs)
+        if tried.output is None:  # a crash on one device is a finding, not a crash of the suite
+            result.verdict, result.reason = tried.verdict or Verdict.ERROR, f"{backend.name}: {tried.reason}"
             return result
-        except Exception as error:  # a crash on one device is a finding, not a crash of the suite
-            frame = traceback.extract_tb(error.__traceback__)[-1]
-            result.verdict = "error"
-            result.reason = f"{backend.name}: {first_line(error)} (at {frame.filename}:{frame.lineno})"
-            return result
+        outputs.append(tried.output)
     single = derive(case, precision)
     tolerance = replace(single, atol=2.0 * single.atol)  # each side within atol of the truth
+    judged = judge(case, outputs[0], outputs[1], tolerance, inputs.lengths)
     result.tolerance = tolerance.as_dict()
-    result.checks = compare(case, outputs[0], outputs[1], tolerance, inputs.lengths)
-    result.verdict = verdict_of(result.checks)
-    failing = [c.message for c in result.checks if not c.passed]
-    result.reason = "\n".join(failing)
+    result.verdict, result.checks, result.reason = judged.verdict, judged.checks, judged.reason
     return result

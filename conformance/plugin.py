@@ -19,10 +19,22 @@ import pytest
 from conformance import cross_device, divergences, matrix, selection, sharding
 from conformance.case import Case, CaseError
 from conformance.contract import Backend, Preparing
-from conformance.engine import Reference, check, oracle_reference
+from conformance.engine import ORACLE, check
 from conformance.environment import environment
-from conformance.results import Result, ResultsWriter, merge_worker_files, read_records, worker_path
+from conformance.pipeline import Reference
+from conformance.records import (
+    BACKEND,
+    END,
+    RESULT,
+    CrossDeviceResult,
+    Result,
+    ResultsWriter,
+    merge_worker_files,
+    read_records,
+    worker_path,
+)
 from conformance.vectors import VectorsError, VectorsReference, check_integrity
+from conformance.verdict import Verdict
 
 DEFAULT_RESULTS = Path("reports/out/results.jsonl")
 DEFAULT_REPORT = Path("reports/out/report.html")
@@ -43,9 +55,8 @@ class ConformanceRun:
     worker: str
     described: set[str] = field(default_factory=set)
     verdicts: Counter[str] = field(default_factory=Counter)
-    reference: Reference = oracle_reference  # or stored vectors (--vectors)
-    reference_name: str = "oracle"  # "oracle" or the --vectors directory, as given
-    rerun_args: tuple[str, ...] = ()  # options a rerun command needs besides backend and case
+    reference: Reference = ORACLE  # or stored vectors (--vectors)
+    rerun_args: tuple[str, ...] = ()  # options a rerun command needs besides backend, case and reference
 
     def prepare(self, items: list[pytest.Item]) -> None:
         """Let backends that build models up front (ONNX exports) build all they will need at once, in parallel."""
@@ -70,7 +81,7 @@ class ConformanceRun:
                     notes = {"describe_error": f"{type(error).__name__}: {error}"}
             self.writer.write(
                 {
-                    "kind": "backend",
+                    "kind": BACKEND,
                     "backend": backend.name,
                     "family": backend.family,
                     "device": backend.device,
@@ -79,16 +90,14 @@ class ConformanceRun:
                     "notes": notes,
                 }
             )
-        result = check(
-            backend, case, self.reference, self.registry, self.precision, self.reference_name, self.rerun_args
-        )
+        result = check(backend, case, self.reference, self.registry, self.precision, self.rerun_args)
         self.writer.write(result.as_record())
-        self.verdicts[result.verdict] += 1
+        self.verdicts[result.verdict.value] += 1
         return result
 
-    def check_devices(self, pair: cross_device.DevicePair, case: Case) -> cross_device.CrossDeviceResult:
+    def check_devices(self, pair: cross_device.DevicePair, case: Case) -> CrossDeviceResult:
         """The cross-device check of one case, recorded as a `cross_device` record."""
-        result = cross_device.check(pair, case, self.precision, lambda c: self.reference(c)[:2])
+        result = cross_device.check(pair, case, self.precision, lambda c: self.reference.load(c)[:2])
         self.writer.write(result.as_record())
         return result
 
@@ -161,12 +170,10 @@ def _build_run(config: pytest.Config) -> ConformanceRun:
         raise pytest.UsageError(f"--precision: unknown mode {opt.precision!r}; valid: strict, default")
     if opt.tier not in matrix.TIERS:
         raise pytest.UsageError(f"--tier: unknown tier {opt.tier!r}; valid tiers: {', '.join(matrix.TIERS)}")
-    reference: Reference = oracle_reference
-    reference_name = "oracle"
+    reference: Reference = ORACLE
     try:
         if opt.vectors:
             cases, reference = _vectors_cases(opt.vectors, opt.case)
-            reference_name = opt.vectors
         elif opt.case:
             cases = [Case.from_id(case_id) for case_id in opt.case]
         else:
@@ -221,7 +228,6 @@ def _build_run(config: pytest.Config) -> ConformanceRun:
         opt.precision,
         worker,
         reference=reference,
-        reference_name=reference_name,
         rerun_args=_rerun_args(opt),
     )
 
@@ -229,6 +235,17 @@ def _build_run(config: pytest.Config) -> ConformanceRun:
 def _under_root(config: pytest.Config, path: str) -> Path:
     """Relative output paths are under the project root, wherever pytest was started from."""
     return Path(path) if Path(path).is_absolute() else config.rootpath / path
+
+
+def enact(verdict: Verdict, message: str) -> None:
+    """Turn a verdict into its pytest outcome (`Verdict.outcome`): the one place both test functions use."""
+    outcome = verdict.outcome
+    if outcome == "skipped":
+        pytest.skip(f"{verdict.value}: {message}")
+    if outcome == "xfailed":
+        pytest.xfail(f"{verdict.value}: {message}")
+    if outcome == "failed":
+        pytest.fail(f"{verdict.value}: {message}", pytrace=False)
 
 
 def _rerun_args(opt: Any) -> tuple[str, ...]:
@@ -243,15 +260,15 @@ def _rerun_args(opt: Any) -> tuple[str, ...]:
 def _vectors_cases(root: str, case_ids: list[str] | None) -> tuple[list[Case], Reference]:
     """Cases and reference from stored vectors, integrity-checked up front so a damaged file stops the run."""
     try:
-        reference = VectorsReference(Path(root))
-        manifest = reference.manifest
+        stored = VectorsReference(Path(root))
+        manifest = stored.manifest
         cases = [manifest.entry(case_id).case for case_id in case_ids or manifest.cases]
     except VectorsError as error:
         raise pytest.UsageError(f"--vectors: {error}") from None
     problems = check_integrity(manifest, [case.id for case in cases])
     if problems:
         raise pytest.UsageError("--vectors: the vectors failed their integrity check:\n" + "\n".join(problems))
-    return cases, reference
+    return cases, Reference(root, stored, ("--vectors", root))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -311,12 +328,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         for p in run.results_path.parent.glob(f"{run.results_path.stem}.gw*{run.results_path.suffix}")
     }
     merge_worker_files(run.results_path, workers)
-    counts = Counter(r["verdict"] for r in read_records(run.results_path) if r["kind"] == "result")
+    counts = Counter(r["verdict"] for r in read_records(run.results_path) if r["kind"] == RESULT)
     run.verdicts = counts
     end = ResultsWriter(run.results_path, run.writer.run_id)
     end.write(
         {
-            "kind": "end",
+            "kind": END,
             "exitstatus": int(exitstatus),
             "counts": dict(counts),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -1,4 +1,5 @@
-"""`python -m reports render RESULTS... -o report.html [--summary-json PATH] [--compare OLD_SUMMARY]`."""
+"""`python -m reports render RESULTS... -o report.html [--summary-json PATH] [--compare OLD_SUMMARY]`,
+and `python -m reports verdicts OLD.jsonl NEW.jsonl` (which (backend, case) verdicts changed)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,15 @@ def main(argv: list[str] | None = None) -> int:
     render.add_argument(
         "--divergences", type=Path, help="known-divergence registry (default: fixtures/divergences.toml)"
     )
+    diff = commands.add_parser(
+        "verdicts",
+        help="list the (backend, case) pairs whose verdict differs between two results files (exit 1 if any)",
+    )
+    diff.add_argument("old", type=Path, help="results file of the run before a change")
+    diff.add_argument("new", type=Path, help="results file of the run after it")
     args = parser.parse_args(argv)
+    if args.command == "verdicts":
+        return _verdicts(args.old, args.new)
 
     from reports.render import render as render_report
 
@@ -48,6 +57,21 @@ def main(argv: list[str] | None = None) -> int:
         for change in done.changes:
             print(f"  {change.line()}")
     return 0
+
+
+def _verdicts(old: Path, new: Path) -> int:
+    from reports.verdict_diff import changes, verdicts
+
+    try:
+        before, after = verdicts([old]), verdicts([new])
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    lines = changes(before, after)
+    for line in lines:
+        print(line)
+    print(f"{len(before)} pairs before, {len(after)} after, {len(lines)} changed")
+    return 1 if lines else 0
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from conformance.case import Case
-from conformance.engine import rerun_command
+from conformance.records import rerun_command
 from reports.load import SEVERITY, Column, Entry, Merged
 from reports.summary import Cell, Feature, round_sig
 

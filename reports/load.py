@@ -15,22 +15,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, overload
 
-from conformance.cross_device import KIND as CROSS_DEVICE
-from conformance.results import read_records
+from conformance.records import CROSS_DEVICE, read_records
+from conformance.verdict import Verdict
 
 FLAKY = "flaky"
 # Worst first: the order of the case table and of "which verdict colours a cell".
-SEVERITY = (
-    "flaky",
-    "error",
-    "fail",
-    "unexpected_pass",
-    "known_divergence",
-    "convention",
-    "unsupported",
-    "pass",
-    "skipped",
-)
+SEVERITY = (FLAKY, *(v.value for v in Verdict))
 HEADLINE_PACKAGES = ("torch", "jax", "flax", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript")
 
 

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from conformance.case import DTYPES, LENGTHS
+from conformance.verdict import Verdict
 from reports.load import FLAKY, Entry, Merged
 
 LONG_SEQUENCE = 256
 SUMMARY_SCHEMA = 1
-FAILING = ("fail", "error", "unexpected_pass", FLAKY)
-DIVERGING = ("known_divergence", "convention")
+FAILING = (*(v.value for v in Verdict if v.failing), FLAKY)
+DIVERGING = (Verdict.KNOWN_DIVERGENCE.value, Verdict.CONVENTION.value)
 # Cell status, and the legend's wording for it.
 STATUSES = {
     "pass": "all pass",

@@ -17,7 +17,7 @@ from conformance.case import Case
 from conformance.compare import Check
 from conformance.divergences import Divergence
 from conformance.engine import check, oracle_reference
-from conformance.results import Result
+from conformance.records import Result
 
 PACKED_BI = Case(3, 4, bidirectional=True, batch=4, seq_len=7, lengths="unsorted", initial_state=True)
 

@@ -26,7 +26,7 @@ from backends.jax_common import COMPILES, REPO_ROOT, summarize
 from conformance import divergences
 from conformance.case import Case
 from conformance.data import case_data
-from conformance.engine import check, oracle_reference
+from conformance.engine import check
 
 FACTORIES: dict[str, Callable[[], Any]] = {
     "flax-linen": flax_linen.FlaxLinenGru,
@@ -60,7 +60,7 @@ def case_for(family: str, case: Case, **changes: Any) -> Case:
 @pytest.mark.parametrize("base", [DENSE_BI_H0, PACKED_BI], ids=["dense-bi-h0-bf", "packed-bi-tm"])
 def test_float64_matches_the_oracle(family: str, base: Case) -> None:
     case = case_for(family, base, dtype="float64")
-    result = check(backend(family), case, oracle_reference, divergences.load())
+    result = check(backend(family), case, registry=divergences.load())
     output = next(c for c in result.checks if c.name == "output")
     h_n = next(c for c in result.checks if c.name == "h_n")
     if family == "keras-jax":  # keras computes tanh in float32 (registered divergence)
@@ -73,7 +73,7 @@ def test_float64_matches_the_oracle(family: str, base: Case) -> None:
 
 
 def test_nnx_declares_b_hn_unsupported() -> None:
-    result = check(backend("flax-nnx"), Case(3, 4), oracle_reference)
+    result = check(backend("flax-nnx"), Case(3, 4))
     assert result.verdict == "unsupported" and "b_hn" in result.reason
     assert backend("flax-nnx").describe()["cannot_represent"]
 
@@ -114,9 +114,9 @@ PLANTED = {
 def test_planted_converter_bug_fails_the_suite(bug: str, monkeypatch: pytest.MonkeyPatch) -> None:
     family, module, attribute, replacement = PLANTED[bug]
     case = case_for(family, Case(3, 4, bidirectional=True, seq_len=4))
-    assert check(backend(family), case, oracle_reference).verdict == "pass"
+    assert check(backend(family), case).verdict == "pass"
     monkeypatch.setattr(module, attribute, replacement)
-    result = check(backend(family), case, oracle_reference)
+    result = check(backend(family), case)
     assert result.verdict == "fail", result.reason
 
 

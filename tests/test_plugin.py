@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conformance.results import read_records
+from conformance.records import read_records
 
 
 def test_example_adapter_loads_through_backend_module(suite, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from test_report_records import BASE_ENV, CASES, result, write_run
 
+from conformance.case import Case
 from reports.__main__ import main
 from reports.load import load
 from reports.render import render
@@ -169,3 +170,28 @@ def test_compare_lists_worse_and_better_cells(tmp_path: Path, capsys: pytest.Cap
 def test_cli_reports_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["render", str(tmp_path / "nope.jsonl"), "-o", str(tmp_path / "r.html")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def _result_line(backend: str, case_id: str, verdict: str) -> str:
+    case = Case.from_id(case_id)
+    return json.dumps(
+        {"kind": "result", "backend": backend, "case_id": case_id, "case": case.as_dict(), "verdict": verdict}
+    )
+
+
+def test_verdicts_diff_lists_every_changed_pair_and_fails_on_any(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, b = (
+        "I3H4-L1-uni-tm-bias-noh0-B2T5-dense-float32-xsame-s0",
+        "I3H4-L1-uni-tm-bias-noh0-B2T5-dense-float64-xsame-s0",
+    )
+    old, new = tmp_path / "old.jsonl", tmp_path / "new.jsonl"
+    old.write_text("\n".join([_result_line("t[cpu]", a, "pass"), _result_line("t[cpu]", b, "fail")]) + "\n")
+    new.write_text(_result_line("t[cpu]", a, "pass") + "\n")
+    assert main(["verdicts", str(old), str(old)]) == 0
+    assert main(["verdicts", str(old), str(new)]) == 1  # a pair disappeared
+    assert f"t[cpu]  {b}  fail -> -" in capsys.readouterr().out
+    new.write_text("\n".join([_result_line("t[cpu]", a, "known_divergence"), _result_line("t[cpu]", b, "fail")]) + "\n")
+    assert main(["verdicts", str(old), str(new)]) == 1
+    assert f"t[cpu]  {a}  pass -> known_divergence" in capsys.readouterr().out

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from test_report_records import CASES, result, write_run
 
-from conformance.results import read_records
+from conformance.records import read_records
 from reports.render import render
 
 ROOT = Path(__file__).resolve().parent.parent

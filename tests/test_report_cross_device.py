@@ -17,7 +17,7 @@ from conftest import run_suite
 from test_devices import FEW, FEW_ARGS
 from test_report_records import CASES, result, write_run
 
-from conformance.results import read_records
+from conformance.records import read_records
 from reports.__main__ import main
 from reports.render import render
 

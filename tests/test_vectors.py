@@ -19,7 +19,7 @@ import pytest
 from conformance.case import Case
 from conformance.data import GruOutput
 from conformance.dtypes import quantize
-from conformance.results import read_records, read_results
+from conformance.records import read_records, read_results
 from conformance.tolerance import derive
 from conformance.vectors import check_integrity, load_case, load_manifest, write, write_outputs
 from conformance.vectors.__main__ import main

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from conformance import matrix
 from conformance.vectors.store import VectorsError, load_manifest, write
-from conformance.vectors.verify import FAILING, Implementation, print_table, verify, write_results
+from conformance.vectors.verify import Implementation, print_table, verify, write_results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         write_results(args.results, manifest, args.outputs, results, args.precision, impl)
         print(f"results: {args.results}")
     print(f"verified {len(results)} cases in {time.perf_counter() - started:.2f}s")
-    return 1 if any(r.verdict in FAILING for r in results) else 0
+    return 1 if any(r.verdict.failing for r in results) else 0
 
 
 if __name__ == "__main__":

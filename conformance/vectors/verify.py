@@ -18,17 +18,17 @@ from typing import TextIO
 import numpy as np
 
 from conformance.case import Case
-from conformance.compare import compare, verdict_of
 from conformance.data import GruOutput
 from conformance.environment import environment
-from conformance.results import Result, ResultsWriter
+from conformance.pipeline import Attempt, judge
+from conformance.records import Result, ResultsWriter
 from conformance.tolerance import Tolerance
 from conformance.vectors.npy import NpyError, npy_bytes, read_npy
 from conformance.vectors.store import Manifest, VectorsError, check_integrity, decode, load_case, storage
+from conformance.verdict import Verdict
 
 OUTPUT_NAMES = ("output", "h_n")
 UNSUPPORTED = "unsupported.txt"
-FAILING = ("fail", "error")
 
 
 @dataclass(frozen=True)
@@ -69,10 +69,22 @@ def rerun_command(vectors: Path, outputs: Path, case: Case, precision: str) -> s
     return shlex.join(parts)
 
 
+def attempt_outputs(outputs: Path, case: Case) -> Attempt:
+    """The outside implementation's "run": its declared refusal, its stored outputs, or `error` if unreadable."""
+    folder = outputs / case.id
+    if (folder / UNSUPPORTED).is_file():
+        reason = (folder / UNSUPPORTED).read_text(encoding="utf-8", errors="replace").strip()
+        return Attempt(Verdict.UNSUPPORTED, reason=reason or "declared unsupported")
+    try:
+        return Attempt(None, GruOutput(*(read_output(folder / f"{name}.npy", case) for name in OUTPUT_NAMES)))
+    except VectorsError as error:
+        return Attempt(Verdict.ERROR, reason=str(error))
+
+
 def verify_case(
     manifest: Manifest, outputs: Path, case_id: str, precision: str = "strict", impl: Implementation | None = None
 ) -> Result:
-    """One case's Result: compare() decides shape, dtype and arithmetic; unreadable outputs are `error`."""
+    """One case's Result: the pipeline's judge decides shape, dtype and arithmetic; unreadable outputs are `error`."""
     impl = impl or Implementation()
     entry = manifest.entry(case_id)
     case = entry.case
@@ -81,24 +93,18 @@ def verify_case(
         backend=impl.name,
         family=impl.family,
         device=impl.device,
-        verdict="pass",
+        verdict=Verdict.PASS,
         rerun=rerun_command(manifest.root, outputs, case, precision),
         precision=precision,
         reference=str(manifest.root),
     )
     started = time.perf_counter()
-    folder = outputs / case_id
-    if (folder / UNSUPPORTED).is_file():
-        reason = (folder / UNSUPPORTED).read_text(encoding="utf-8", errors="replace").strip()
-        result.verdict, result.reason = "unsupported", reason or "declared unsupported"
-        return result
-    _, inputs, expected = load_case(manifest, case_id)
-    try:
-        actual = GruOutput(*(read_output(folder / f"{name}.npy", case) for name in OUTPUT_NAMES))
-    except VectorsError as error:
-        result.verdict, result.reason = "error", str(error)
+    tried = attempt_outputs(outputs, case)
+    if tried.output is None:
+        result.verdict, result.reason = tried.verdict or Verdict.ERROR, tried.reason
         result.timing = {"compare_s": time.perf_counter() - started}
         return result
+    _, inputs, expected = load_case(manifest, case_id)
     try:
         tolerance = Tolerance(**entry.tolerance[precision])
     except (KeyError, TypeError) as error:
@@ -106,13 +112,12 @@ def verify_case(
             f"{manifest.path}: case {case_id}: tolerance record {entry.tolerance.get(precision)!r} does not fit "
             f"this version of conformance.tolerance ({error}); regenerate the vectors"
         ) from None
+    judged = judge(case, expected, tried.output, tolerance, inputs.lengths)
     result.tolerance = tolerance.as_dict()
-    result.checks = compare(case, expected, actual, tolerance, inputs.lengths)
-    result.verdict = verdict_of(result.checks)
+    result.verdict, result.checks = judged.verdict, judged.checks
+    folder = outputs / case_id
     result.reason = "\n".join(
-        f"{folder / (c.name.split('.')[0] + '.npy')}: case {case_id}: {c.message}"
-        for c in result.checks
-        if not c.passed
+        f"{folder / (c.name.split('.')[0] + '.npy')}: case {case_id}: {c.message}" for c in result.failing_checks
     )
     result.timing = {"compare_s": time.perf_counter() - started}
     return result
@@ -140,12 +145,12 @@ def print_table(results: list[Result], out: TextIO) -> None:
     for r in results:
         headroom = "" if r.worst_headroom is None else f"{r.worst_headroom:.3g}"
         detail = r.reason.splitlines()[0] if r.reason else ""
-        out.write(f"{r.case.id:<{width}}  {r.verdict:<11}  {headroom:>9}  {detail}\n")
+        out.write(f"{r.case.id:<{width}}  {r.verdict.value:<11}  {headroom:>9}  {detail}\n")
         for line in r.reason.splitlines()[1:]:
             out.write(f"{'':<{width}}  {'':<11}  {'':>9}  {line}\n")
     counts: dict[str, int] = {}
     for r in results:
-        counts[r.verdict] = counts.get(r.verdict, 0) + 1
+        counts[r.verdict.value] = counts.get(r.verdict.value, 0) + 1
     out.write("verdicts: " + ", ".join(f"{n} {v}" for v, n in sorted(counts.items())) + "\n")
 
 
@@ -181,8 +186,8 @@ def write_results(
     counts: dict[str, int] = {}
     for result in results:
         writer.write(result.as_record())
-        counts[result.verdict] = counts.get(result.verdict, 0) + 1
-    failed = any(r.verdict in FAILING for r in results)
+        counts[result.verdict.value] = counts.get(result.verdict.value, 0) + 1
+    failed = any(r.verdict.failing for r in results)
     writer.write(
         {"kind": "end", "exitstatus": int(failed), "counts": counts, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     )

@@ -1,10 +1,15 @@
 """Results as plain data, and the JSON-lines file they are appended to as they finish.
 
-One file holds records of four kinds, each a JSON object with a "kind" key:
-  environment  once per run (and per xdist worker): machine, versions, options
-  backend      once per backend per process: its notes (versions, precision, export facts)
-  result       one per (case, backend), written the moment it finishes
-  end          once, when the run finishes; a file without it is partial
+This is the records layer: what a check leaves behind, with no numerical imports
+(no numpy, no oracle), so `reports/` can read and render results without loading
+the machinery that produced them.
+
+One file holds records of five kinds, each a JSON object with a "kind" key:
+  environment   once per run (and per xdist worker): machine, versions, options
+  backend       once per backend per process: its notes (versions, precision, export facts)
+  result        one per (case, backend), written the moment it finishes
+  cross_device  one per (case, device pair): the same backend on CPU and GPU compared directly
+  end           once, when the run finishes; a file without it is partial
 Readers ignore kinds they don't know and a truncated last line, so a crash loses
 nothing already written.
 """
@@ -14,31 +19,82 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+import shlex
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from conformance.case import Case
-from conformance.compare import Check, worst_headroom
+from conformance.verdict import Verdict
 
 SCHEMA_VERSION = 1
 
-# pass: agrees within tolerance. fail: shape, dtype or arithmetic disagreement.
-# convention: only padded positions differ. unsupported: the backend can't express
-# the case (reason quotes the library). known_divergence: fails as a registry entry
-# says it does. unexpected_pass: a registry entry no longer reproduces. error: the
-# backend raised something that is neither. skipped: the backend isn't available here.
-VERDICTS = ("pass", "fail", "convention", "unsupported", "known_divergence", "unexpected_pass", "error", "skipped")
+ENVIRONMENT = "environment"
+BACKEND = "backend"
+RESULT = "result"
+CROSS_DEVICE = "cross_device"
+END = "end"
+KINDS = (ENVIRONMENT, BACKEND, RESULT, CROSS_DEVICE, END)
+
+# What a failing check means: "shape" and "dtype" (the backend returned the wrong
+# kind of thing), "arithmetic" (numbers differ beyond tolerance), "convention"
+# (padded positions hold values where PyTorch gives zeros: documented behaviour of
+# the backend's own API, not an arithmetic error).
+CHECK_KINDS = ("shape", "dtype", "arithmetic", "convention")
+
+
+@dataclass
+class Check:
+    """One comparison of one tensor (or of its shape or dtype), explaining itself."""
+
+    name: str  # "output.shape", "output.dtype", "output", "output.padding", "h_n", ...
+    kind: str  # one of CHECK_KINDS
+    passed: bool
+    message: str = ""
+    max_abs: float | None = None
+    max_rel: float | None = None
+    max_ulp: float | None = None
+    tolerance: float | None = None
+    headroom: float | None = None  # max_abs / tolerance; > 1 fails
+    worst_index: dict[str, Any] | None = None
+    expected: float | None = None
+    actual: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Check:
+        return cls(**data)
+
+
+def worst_headroom(checks: list[Check]) -> float | None:
+    """The largest arithmetic headroom of a result (padding and structure checks have none that counts)."""
+    values = [c.headroom for c in checks if c.headroom is not None and c.kind == "arithmetic"]
+    return max(values) if values else None
+
+
+def rerun_command(case: Case, backend: str, precision: str = "strict", extra: Sequence[str] = ()) -> str:
+    """One line that reruns exactly this case on this backend, whatever tier produced it.
+
+    `extra` carries the options that made the backend, the reference or the verdict what it was
+    (`--backend-module`, a non-default `--divergences`, `--vectors DIR`)."""
+    parts = ["pytest", "conformance", "--backends", backend, "--case", case.id]
+    if precision != "strict":
+        parts += ["--precision", precision]
+    return shlex.join([*parts, *extra])
 
 
 @dataclass
 class Result:
+    """One (backend, case) check: its verdict, the checks behind it, and how to rerun it."""
+
     case: Case
     backend: str
     family: str
     device: str
-    verdict: str
+    verdict: Verdict
     reason: str = ""
     checks: list[Check] = field(default_factory=list)
     tolerance: dict[str, Any] | None = None
@@ -52,15 +108,19 @@ class Result:
     def worst_headroom(self) -> float | None:
         return worst_headroom(self.checks)
 
+    @property
+    def failing_checks(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed]
+
     def as_record(self) -> dict[str, Any]:
         return {
-            "kind": "result",
+            "kind": RESULT,
             "case_id": self.case.id,
             "case": self.case.as_dict(),
             "backend": self.backend,
             "family": self.family,
             "device": self.device,
-            "verdict": self.verdict,
+            "verdict": self.verdict.value,
             "reason": self.reason,
             "checks": [c.as_dict() for c in self.checks],
             "worst_headroom": self.worst_headroom,
@@ -79,7 +139,7 @@ class Result:
             backend=record["backend"],
             family=record["family"],
             device=record["device"],
-            verdict=record["verdict"],
+            verdict=Verdict.parse(record["verdict"]),
             reason=record.get("reason", ""),
             checks=[Check.from_dict(c) for c in record.get("checks", [])],
             tolerance=record.get("tolerance"),
@@ -89,6 +149,41 @@ class Result:
             precision=record.get("precision", "strict"),
             reference=record.get("reference", "oracle"),
         )
+
+
+@dataclass
+class CrossDeviceResult:
+    """The same backend family on the CPU and a GPU, compared with each other (see `conformance.cross_device`)."""
+
+    case: Case
+    family: str
+    backends: tuple[str, str]  # (cpu, gpu) backend names
+    devices: tuple[str, str]
+    verdict: Verdict
+    precision: str
+    reason: str = ""
+    checks: list[Check] = field(default_factory=list)
+    tolerance: dict[str, Any] | None = None
+
+    @property
+    def worst_headroom(self) -> float | None:
+        return worst_headroom(self.checks)
+
+    def as_record(self) -> dict[str, Any]:
+        return {
+            "kind": CROSS_DEVICE,
+            "case_id": self.case.id,
+            "case": self.case.as_dict(),
+            "family": self.family,
+            "backends": list(self.backends),
+            "devices": list(self.devices),
+            "verdict": self.verdict.value,
+            "reason": self.reason,
+            "checks": [c.as_dict() for c in self.checks],
+            "worst_headroom": self.worst_headroom,
+            "tolerance": self.tolerance,
+            "precision": self.precision,
+        }
 
 
 def _finite(value: Any) -> Any:
@@ -139,7 +234,7 @@ def read_records(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def read_results(paths: Iterable[Path]) -> list[Result]:
-    return [Result.from_record(r) for p in paths for r in read_records(p) if r["kind"] == "result"]
+    return [Result.from_record(r) for p in paths for r in read_records(p) if r["kind"] == RESULT]
 
 
 def worker_path(path: Path, worker: str) -> Path:
