@@ -100,6 +100,57 @@ class GarbageInPadding(NumpyGru):
         return GruOutput(output, right.h_n)
 
 
+@dataclass
+class NonFiniteOutput(NumpyGru):
+    """Returns one NaN (or inf) in `output` at a valid position: a kernel reading uninitialised memory."""
+
+    family: str = "planted-nan"
+    value: float = float("nan")
+
+    def run(self, case: Case, weights: Weights, inputs: Inputs) -> GruOutput:
+        right = super().run(case, weights, inputs)
+        output = np.array(right.output)
+        output[(0,) * output.ndim] = self.value  # step 0 of item 0 is valid in every case
+        return GruOutput(output, right.h_n)
+
+
+@dataclass
+class TinyPadding(NumpyGru):
+    """Leaves a value far below any tolerance (1e-12) at padded steps: still not PyTorch's exact zero."""
+
+    family: str = "planted-tiny-padding"
+
+    def run(self, case: Case, weights: Weights, inputs: Inputs) -> GruOutput:
+        right = super().run(case, weights, inputs)
+        output = np.array(right.output)
+        output[output == 0] = 1e-12
+        return GruOutput(output, right.h_n)
+
+
+@dataclass
+class WrongHnDtype(NumpyGru):
+    """Returns h_n in float64 whatever the case dtype (a state kept in a wider type and never cast back)."""
+
+    family: str = "planted-hn-dtype"
+
+    def run(self, case: Case, weights: Weights, inputs: Inputs) -> GruOutput:
+        right = super().run(case, weights, inputs)
+        return GruOutput(right.output, np.asarray(right.h_n, dtype=np.float64))
+
+
+@dataclass
+class WrongNumbersAndPadding(NumpyGru):
+    """r and z swapped AND garbage at padded steps: an arithmetic failure must not be labelled a convention."""
+
+    family: str = "planted-wrong-and-padding"
+
+    def run(self, case: Case, weights: Weights, inputs: Inputs) -> GruOutput:
+        wrong = super().run(case, _rows(weights, _swap_rz), inputs)
+        output = np.array(wrong.output)
+        output[output == 0] = 0.75
+        return GruOutput(output, wrong.h_n)
+
+
 PLANTED = (SwappedRZ, DroppedBhn, ReverseIgnoresLengths, SwappedHnDirections, GarbageInPadding)
 
 

@@ -14,10 +14,10 @@ from planted_backends import (
 )
 
 from conformance.case import Case
-from conformance.compare import Check
+from conformance.compare import name_index, valid_mask
 from conformance.divergences import Divergence
 from conformance.engine import check, oracle_reference
-from conformance.records import Result
+from conformance.records import Check, Result
 
 PACKED_BI = Case(3, 4, bidirectional=True, batch=4, seq_len=7, lengths="unsorted", initial_state=True)
 
@@ -26,11 +26,18 @@ def failing(result: Result) -> dict[str, Check]:
     return {c.name: c for c in result.checks if not c.passed}
 
 
-def assert_worst_is_real(result: Result, name: str) -> None:
-    """The reported worst element is the true argmax of |actual - expected| (recomputed here)."""
+def assert_worst_is_real(result: Result, backend: NumpyGru, name: str = "output") -> None:
+    """The reported worst element is the true argmax of |actual - expected| over valid positions,
+    recomputed here from the backend's own output and the oracle, independently of compare.py."""
     chk = next(c for c in result.checks if c.name == name)
-    assert chk.expected is not None and chk.actual is not None
-    assert abs(chk.actual - chk.expected) == pytest.approx(chk.max_abs)
+    weights, inputs, expected = oracle_reference(result.case)
+    actual = getattr(backend.run(result.case, weights, inputs), name)
+    diff = np.abs(np.asarray(actual, np.float64) - getattr(expected, name))
+    if name == "output":
+        diff = np.where(valid_mask(result.case, inputs.lengths, diff.shape), diff, -1.0)
+    index = np.unravel_index(int(np.argmax(diff)), diff.shape)
+    assert chk.worst_index == name_index(result.case, name, tuple(int(i) for i in index))
+    assert chk.max_abs == diff[index] and chk.actual == float(actual[index])
     assert chk.max_abs > chk.tolerance and chk.headroom > 1
 
 
@@ -47,7 +54,7 @@ def test_wrong_cell_math_fails_output_and_h_n(backend: NumpyGru) -> None:
     assert result.verdict == "fail"
     bad = failing(result)
     assert {"output", "h_n"} <= set(bad) and all(c.kind == "arithmetic" for c in bad.values())
-    assert_worst_is_real(result, "output")
+    assert_worst_is_real(result, backend)
     assert "worst element at [step=" in result.reason and "expected" in result.reason and "got" in result.reason
 
 
@@ -65,7 +72,8 @@ def test_reverse_direction_ignoring_lengths_points_at_backward_units_of_short_it
     assert out.worst_index["direction"] == "backward"
     assert inputs.lengths[out.worst_index["batch"]] < PACKED_BI.seq_len
     assert h_n.worst_index["direction"] == "backward" and h_n.worst_index["layer"] == 0
-    assert_worst_is_real(result, "output")
+    assert_worst_is_real(result, ReverseIgnoresLengths())
+    assert_worst_is_real(result, ReverseIgnoresLengths(), "h_n")
 
 
 def test_h_n_directions_swapped_fails_h_n_only() -> None:
@@ -73,7 +81,12 @@ def test_h_n_directions_swapped_fails_h_n_only() -> None:
     result = check(SwappedHnDirections(), case)
     assert result.verdict == "fail"
     assert set(failing(result)) == {"h_n"}
-    assert result.checks[[c.name for c in result.checks].index("h_n")].worst_index["layer"] in (0, 1)
+    # The value reported at the worst element is the oracle's value for the OTHER direction there.
+    h_n = failing(result)["h_n"]
+    _weights, _inputs, expected = oracle_reference(case)
+    where = h_n.worst_index
+    other = where["layer"] * 2 + (0 if where["direction"] == "backward" else 1)
+    assert h_n.actual == pytest.approx(expected.h_n[other, where["batch"], where["unit"]], abs=1e-6)
 
 
 def test_garbage_in_padding_is_a_convention_difference_not_arithmetic() -> None:

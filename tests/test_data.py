@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,14 +25,25 @@ def digest(case: Case) -> str:
     return h.hexdigest()[:16]
 
 
-def test_data_is_identical_everywhere() -> None:
-    # Fixed digests: a change here means every machine's data (and the committed vectors) changed.
-    case = Case(3, 4, num_layers=2, bidirectional=True, batch=3, seq_len=5, lengths="unsorted", initial_state=True)
-    assert digest(case) == digest(case)
-    assert digest(case) == GOLDEN
-
-
+CASE = Case(3, 4, num_layers=2, bidirectional=True, batch=3, seq_len=5, lengths="unsorted", initial_state=True)
 GOLDEN = "c3ba77d3adeec623"
+
+
+def test_data_is_identical_everywhere() -> None:
+    # A fixed digest: a change here means every machine's data (and the committed vectors) changed.
+    assert digest(CASE) == GOLDEN
+
+
+def test_data_does_not_depend_on_the_process() -> None:
+    """A fresh interpreter with another hash seed draws the same data (no dict-order or hash() in the keys)."""
+    script = "import sys; sys.path.insert(0, 'tests'); from test_data import CASE, digest; print(digest(CASE))"
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONHASHSEED="12345")
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == GOLDEN
 
 
 def test_weights_follow_torch_layout_and_init() -> None:
