@@ -63,7 +63,8 @@ On the test cases torch float32 autograd has a worst headroom of 0.12 (0.26 over
 tier in each case's own dtype, float16 and bfloat16 included), while zeroing bias_hh's reset
 block fails float32 with headroom 481 or more; in 16-bit formats, whose gradients are only
 known to about a percent, that bug is within the tolerance in some cases.
-Pairwise tier (19 cases): oracle backward 0.31 s, tolerance 2.95 s (`benchmarks/bench_backward_oracle.py`).
+Pairwise tier (19 cases), on a shared 2-core machine: oracle backward 0.3 to 0.5 s, tolerance
+3 to 5 s (`benchmarks/bench_backward_oracle.py`; the forward error gain takes about 1.1 s).
 """
 
 from __future__ import annotations
