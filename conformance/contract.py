@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from conformance.case import Case
-from conformance.data import GruOutput, Inputs, Weights
+from conformance.data import Cotangents, GradientTensors, GruOutput, Inputs, Weights
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,21 @@ class PrecisionAware(Protocol):
     """
 
     def configure(self, precision: str) -> None: ...
+
+
+@runtime_checkable
+class Differentiable(Protocol):
+    """Optional: a backend whose library differentiates its own GRU (autograd, `jax.vjp`), as a user
+    training with it would. The backward check compares what it returns with the float64 BPTT oracle.
+
+    `run_backward` returns dL/d(input) for L = <output, G_out> + <h_n, G_h> (`Cotangents`), keyed
+    "x", "h0" (only when the case gives h0) and every `nn.GRU` state_dict name, each in PyTorch's
+    layout and the case dtype; gradients of the library's own parameters come back to the
+    state_dict layout through the adjoint of the adapter's weight converter. Raise
+    `UnsupportedCase` (quoting the library) for a case whose backward the library can't run.
+    """
+
+    def run_backward(self, case: Case, weights: Weights, inputs: Inputs, cotangents: Cotangents) -> GradientTensors: ...
 
 
 @runtime_checkable

@@ -10,6 +10,7 @@ float64, then rounded to the case dtype; the oracle sees the rounded values.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -51,6 +52,23 @@ class GruOutput:
 
     output: np.ndarray
     h_n: np.ndarray
+
+
+@dataclass(frozen=True)
+class Cotangents:
+    """The seeds of a backward check's vector-Jacobian product: L = <output, G_out> + <h_n, G_h>.
+
+    `output` has output's layout and is zero at padded positions (they are outside L);
+    `h_n` is (L*D,B,H). See `conformance.oracle_backward`.
+    """
+
+    output: np.ndarray
+    h_n: np.ndarray
+
+
+# dL/d(input) by name: "x" (x's layout), "h0" (only when the case gives h0), then every
+# parameter named as `param_names(case)`. What a differentiable backend returns.
+GradientTensors = Mapping[str, np.ndarray]
 
 
 def param_names(case: Case) -> list[str]:
@@ -125,6 +143,26 @@ def make_inputs(case: Case) -> Inputs:
         h0_shape = (case.num_layers * case.num_directions, b, case.hidden_size)
         h0 = quantize(uniform(case, "h0", h0_shape, -1.0, 1.0), case.dtype)
     return Inputs(x=x, h0=h0, lengths=make_lengths(case))
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array.setflags(write=False)
+    return array
+
+
+@lru_cache(maxsize=64)
+def make_cotangents(case: Case) -> Cotangents:
+    """U(-1, 1) seeds from the case's own streams ("cotangent-output", "cotangent-h_n": the inputs'
+    streams are untouched), rounded to the case dtype like the inputs; zero at padded positions."""
+    directions_units = case.num_directions * case.hidden_size
+    t, b = case.seq_len, case.batch
+    shape = (b, t, directions_units) if case.batch_first else (t, b, directions_units)
+    g_out = uniform(case, "cotangent-output", shape, -1.0, 1.0)
+    lengths = case_data(case)[1].lengths
+    valid = np.arange(t)[:, None] < (np.full(b, t) if lengths is None else lengths)[None, :]  # (T,B)
+    g_out = np.where((valid.T if case.batch_first else valid)[:, :, None], g_out, 0.0)
+    g_h = uniform(case, "cotangent-h_n", (case.num_layers * case.num_directions, b, case.hidden_size), -1.0, 1.0)
+    return Cotangents(output=_read_only(quantize(g_out, case.dtype)), h_n=_read_only(quantize(g_h, case.dtype)))
 
 
 @lru_cache(maxsize=64)

@@ -76,19 +76,10 @@ from functools import lru_cache
 import numpy as np
 
 from conformance.case import Case
-from conformance.data import GruOutput, Inputs, Weights, case_data, param_names, uniform
-from conformance.dtypes import quantize
+from conformance.data import Cotangents, GruOutput, Inputs, Weights, case_data, make_cotangents, param_names
 from conformance.oracle import _sigmoid  # the same function, so the forward is bit-identical
 
 Cell = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]
-
-
-@dataclass(frozen=True)
-class Cotangents:
-    """The seeds of the vector-Jacobian product: output's layout (zero at padded steps) and h_n's (L*D,B,H)."""
-
-    output: np.ndarray
-    h_n: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -110,25 +101,6 @@ class Gradients:
     @property
     def h0(self) -> np.ndarray | None:
         return self.tensors.get("h0")
-
-
-def _read_only(array: np.ndarray) -> np.ndarray:
-    array.setflags(write=False)
-    return array
-
-
-@lru_cache(maxsize=64)
-def make_cotangents(case: Case) -> Cotangents:
-    """U(-1, 1) seeds from the case's own streams, rounded to the case dtype like the inputs."""
-    directions_units = case.num_directions * case.hidden_size
-    t, b = case.seq_len, case.batch
-    shape = (b, t, directions_units) if case.batch_first else (t, b, directions_units)
-    g_out = uniform(case, "cotangent-output", shape, -1.0, 1.0)
-    lengths = case_data(case)[1].lengths
-    valid = np.arange(t)[:, None] < (np.full(b, t) if lengths is None else lengths)[None, :]  # (T,B)
-    g_out = np.where((valid.T if case.batch_first else valid)[:, :, None], g_out, 0.0)  # outside L: module docstring
-    g_h = uniform(case, "cotangent-h_n", (case.num_layers * case.num_directions, b, case.hidden_size), -1.0, 1.0)
-    return Cotangents(output=_read_only(quantize(g_out, case.dtype)), h_n=_read_only(quantize(g_h, case.dtype)))
 
 
 def loss(result: GruOutput, cotangents: Cotangents) -> float:
