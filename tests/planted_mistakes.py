@@ -111,7 +111,7 @@ class LoopGru(NumpyGru):
             for direction in range(case.num_directions):
                 cell = self.cell_weights(case, weights, layer, direction, work)
                 h = h0[layer * case.num_directions + direction]
-                out = np.zeros((steps, batch, case.hidden_size), work)
+                out: np.ndarray = np.zeros((steps, batch, case.hidden_size), work)
                 for t in reversed(range(steps)) if direction else range(steps):
                     h = np.where(self.moves_state(t, lengths, direction)[:, None], self.step(layer_in[t], h, cell), h)
                     out[t] = np.where(self.shows_output(t, lengths)[:, None], h, 0)
@@ -357,6 +357,26 @@ class Bfloat16Inside(LoopGru):
         r, z = _bf16(_sigmoid(i_r + h_r)), _bf16(_sigmoid(i_z + h_z))
         n = _bf16(np.tanh(i_n + _bf16(r * h_n)))
         return _bf16((1 - z) * n + z * h)
+
+
+def _tf32(values: np.ndarray) -> np.ndarray:
+    """float32 rounded to 11 significant bits (nearest-even), as a tensor core reads a matmul operand."""
+    bits = np.asarray(values, dtype=np.float32).view(np.uint32)
+    rounded = (bits + np.uint32(0xFFF) + ((bits >> np.uint32(13)) & np.uint32(1))) & np.uint32(0xFFFFE000)
+    return rounded.view(np.float32)
+
+
+@dataclass
+class Tf32Matmuls(LoopGru):
+    """float32 everywhere, but every matmul reads its operands in TF32 (a GPU's default)."""
+
+    family: str = "planted-tf32-matmuls"
+
+    def gates(self, x: np.ndarray, h: np.ndarray, cell: Cell) -> tuple[np.ndarray, ...]:
+        w_ih, w_hh, b_ih, b_hh = cell
+        i_r, i_z, i_n = np.split(_tf32(x) @ _tf32(w_ih).T + b_ih, 3, axis=1)
+        h_r, h_z, h_n = np.split(_tf32(h) @ _tf32(w_hh).T + b_hh, 3, axis=1)
+        return i_r, i_z, i_n, h_r, h_z, h_n
 
 
 # --- correct, with other rounding ----------------------------------------------------------
