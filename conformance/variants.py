@@ -16,8 +16,8 @@ Adding a variant is one function and one decorator line:
 
 A variant that doesn't apply to a case (direction order on a unidirectional case)
 says so through `applies` or by returning None. A variant that coincides with the
-oracle on a case's data is never reported: it must lie clearly beyond the tolerance
-from the oracle (SEPARATION) to count as an explanation. Variants are built from
+oracle on a case's data is never reported: it must lie more than SEPARATION (2)
+tolerances from the oracle to count as an explanation. Variants are built from
 `conformance.forms.gru` (the oracle's recurrence, generalised) or small transformations
 of the weights, inputs or outputs, never copies of the oracle.
 """
@@ -62,6 +62,10 @@ class Variant:
     explanation: str
     compute: Compute
     applies: Callable[[Case], bool]
+
+    def as_dict(self) -> dict[str, str]:
+        """The registry entry as the report lists it (the functions stay in code)."""
+        return {"id": self.id, "family": self.family, "explanation": self.explanation}
 
 
 VARIANTS: dict[str, Variant] = {}

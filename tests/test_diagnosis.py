@@ -44,6 +44,8 @@ from conformance.precision import PrecisionMatch, diagnose_precision
 from conformance.tolerance import derive
 from conformance.variants import (
     BIAS,
+    FORM,
+    GATE_ORDER,
     LAYOUT,
     SEPARATION,
     STATE,
@@ -96,7 +98,8 @@ def test_every_variant_is_clearly_apart_from_the_oracle_where_it_applies(variant
     assert produced is not None
     apart = distance(case, inputs.lengths, produced, gru_reference(case, weights, inputs))
     assert apart > SEPARATION * derive(case).atol, f"{variant_id} is within {apart:.3g} of the oracle"
-    assert variant.explanation and variant.family
+    assert variant.as_dict() == {"id": variant_id, "family": variant.family, "explanation": variant.explanation}
+    assert variant.explanation and variant.family in (FORM, GATE_ORDER, BIAS, LAYOUT, STATE)
 
 
 def test_variants_that_cannot_differ_on_a_case_do_not_apply() -> None:
