@@ -42,6 +42,19 @@ def flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
     return [(prefix, "-" if value is None else str(value))]
 
 
+def key_pieces(key: str) -> list[str]:
+    """A notes key cut after each dot and underscore, where a narrow card may wrap it (the page puts <wbr> there).
+
+    Keys are long dotted names (precision.torch.backends.cudnn.allow_tf32) that would otherwise break mid-word.
+    """
+    pieces, start = [], 0
+    for end, char in enumerate(key, start=1):
+        if char in "._" and end < len(key):
+            pieces.append(key[start:end])
+            start = end
+    return [*pieces, key[start:]]
+
+
 def _check_detail(check: dict[str, Any]) -> dict[str, Any]:
     keep = (
         "name",
@@ -202,6 +215,7 @@ def render_page(context: dict[str, Any]) -> str:
         lstrip_blocks=True,
     )
     env.filters["sig"] = lambda v, d=2: "–" if v is None else f"{v:.{d}g}"
+    env.filters["wrappable"] = lambda text: Markup("<wbr>").join(key_pieces(str(text)))  # join escapes each piece
     template = env.get_template("report.html.j2")
     return template.render(
         **context,

@@ -34,8 +34,16 @@ def _has_report_option() -> bool:
     return "--no-report" in Path(plugin.__file__).read_text(encoding="utf-8")
 
 
+def require_mark(node: pytest.Item, mark: str, why: str) -> None:
+    """Keeps the fast loop (`pytest tests -m "not e2e and not tooling"`) fast: a slow test must say it is one."""
+    if node.get_closest_marker(mark) is None:
+        pytest.fail(f"{node.nodeid} {why}: mark it @pytest.mark.{mark} so the fast loop leaves it out", pytrace=False)
+
+
 @pytest.fixture
-def suite(tmp_path: Path):  # type: ignore[no-untyped-def]
+def suite(tmp_path: Path, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    require_mark(request.node, "e2e", "runs `pytest conformance` in a subprocess (the suite fixture)")
+
     def run(*args: str, pythonpath: list[Path] | None = None) -> subprocess.CompletedProcess[str]:
         return run_suite(*args, tmp_path=tmp_path, pythonpath=pythonpath)
 

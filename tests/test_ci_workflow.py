@@ -64,18 +64,21 @@ def mutated(tmp_path: Path, old: str, new: str) -> Path:
 # -- actionlint ----------------------------------------------------------------------------
 
 
+@pytest.mark.tooling
 def test_workflow_passes_actionlint() -> None:
     run = actionlint(WORKFLOW)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "0 finding(s)" in run.stdout
 
 
+@pytest.mark.tooling
 def test_actionlint_catches_needs_naming_no_job(tmp_path: Path) -> None:
     run = actionlint(mutated(tmp_path, "needs: [cpu, cpu-full, gpu]", "needs: [cpu, cpu-full, gpu, lint]"))
     assert run.returncode == 1, run.stdout + run.stderr
     assert 'needs job "lint" which does not exist' in run.stdout and "[job-needs]" in run.stdout
 
 
+@pytest.mark.tooling
 def test_actionlint_catches_undefined_matrix_key_and_unknown_label(tmp_path: Path) -> None:
     copy = mutated(tmp_path, "python-version: ${{ matrix.python }}", "python-version: ${{ matrix.pyhton }}")
     text = copy.read_text(encoding="utf-8").replace("[self-hosted, linux, gpu]", "[self-hosted, linux, gpux]")
@@ -89,11 +92,13 @@ def test_actionlint_catches_undefined_matrix_key_and_unknown_label(tmp_path: Pat
 # -- zizmor --------------------------------------------------------------------------------
 
 
+@pytest.mark.tooling
 def test_workflow_passes_zizmor() -> None:
     code, findings = zizmor(WORKFLOW)
     assert findings == [] and code == 0, json.dumps(findings, indent=1)[:4000]
 
 
+@pytest.mark.tooling
 def test_zizmor_catches_unpinned_action_and_injection(tmp_path: Path) -> None:
     copy = mutated(
         tmp_path,

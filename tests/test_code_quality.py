@@ -23,6 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "pyproject.toml"
 MYPY_TARGETS = ("conformance", "backends", "reports")
 
+pytestmark = pytest.mark.tooling
+
 PLANTED_TYPE_ERROR = """\
 def double(x: int) -> int:
     return x * 2

@@ -109,6 +109,7 @@ def test_device_option_filters_backends(monkeypatch: pytest.MonkeyPatch, device:
     assert [b.name for b in selection.select(["torch"], device)] == expected
 
 
+@pytest.mark.e2e
 def test_suite_device_cpu_excludes_cuda(suite: Any) -> None:
     """At collection, through the real plugin: --device cpu drops torch[cuda], --device all keeps it."""
     args = ("--collect-only", "-q", "--tier", "smoke", "--backends", "torch", "--backend-module")
@@ -265,6 +266,7 @@ def _records(path: Path, kind: str) -> list[dict[str, Any]]:
     return [r for line in path.read_text().splitlines() if (r := json.loads(line))["kind"] == kind]
 
 
+@pytest.mark.e2e
 def test_suite_records_cross_device_results(suite: Any, tmp_path: Path) -> None:
     run = suite(*FEW_ARGS, "--backends", "torch[*]", "--backend-module", "test_devices:fake_cuda_torch")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -273,6 +275,7 @@ def test_suite_records_cross_device_results(suite: Any, tmp_path: Path) -> None:
     assert {tuple(r["backends"]) for r in records} == {("torch[cpu]", "torch[cuda]")}
 
 
+@pytest.mark.e2e
 def test_suite_catches_tf32_in_strict_and_names_default_columns(suite: Any, tmp_path: Path) -> None:
     planted = (*FEW_ARGS, "--backends", "torch[*]", "--backend-module", "test_devices:tf32_cuda_torch")
     strict = suite(*planted)

@@ -29,6 +29,7 @@ def _verdicts(records: list[dict[str, Any]]) -> set[tuple[str, str, str, str]]:
     }
 
 
+@pytest.mark.e2e
 def test_two_workers_give_the_serial_verdicts_in_one_file(suite: Any, tmp_path: Path) -> None:
     # torch[cpu] plus a torch[cuda] computing on the CPU, so cross-device records travel too.
     args = ("--tier", "smoke", "--backends", "torch[*]", "--backend-module", "test_devices:fake_cuda_torch")
@@ -97,6 +98,7 @@ def test_shard_membership_ignores_the_generated_order() -> None:
         assert_partition(cases, mixed)
 
 
+@pytest.mark.e2e
 def test_suite_shards_collect_disjoint_parts_of_the_tier(suite: Any) -> None:
     """Through the real plugin: the shards' collected tests are the tier's, each exactly once."""
 
@@ -133,6 +135,7 @@ def test_good_shard_values_parse() -> None:
     assert sharding.parse("2/4") == sharding.Shard(2, 4) and str(sharding.parse(" 1 / 1 ")) == "1/1"
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("value", ["3/2", "x"])
 def test_bad_shard_is_a_usage_error(suite: Any, value: str) -> None:
     run = suite("--tier", "smoke", "--backends", "torch[cpu]", "--shard", value)

@@ -11,6 +11,7 @@ import pytest
 from conformance.records import read_records
 
 
+@pytest.mark.e2e
 def test_example_adapter_loads_through_backend_module(suite, tmp_path: Path) -> None:
     run = suite(
         "--backend-module", "example_gru_backend.adapter:backends", "--backends", "numpy-example", "--tier", "smoke"
@@ -24,6 +25,7 @@ def test_example_adapter_loads_through_backend_module(suite, tmp_path: Path) -> 
     assert all(r["verdict"] == "pass" and r["tolerance"]["atol"] > 0 for r in results)
 
 
+@pytest.mark.e2e
 def test_example_adapter_loads_through_an_entry_point(suite, tmp_path: Path) -> None:
     """A real distribution's entry point (a dist-info on the path), as `pip install` would create."""
     site = tmp_path / "site"
@@ -41,6 +43,7 @@ def test_example_adapter_loads_through_an_entry_point(suite, tmp_path: Path) -> 
     assert missing.returncode == 4 and "unknown backend(s): numpy-example" in missing.stderr
 
 
+@pytest.mark.e2e
 def test_a_failure_explains_itself_and_its_rerun_command_reruns_exactly_it(suite, tmp_path: Path) -> None:
     run = suite("--backend-module", "planted_backends:swapped_rz", "--backends", "planted-swap-rz", "--tier", "smoke")
     assert run.returncode == 1
@@ -56,6 +59,7 @@ def test_a_failure_explains_itself_and_its_rerun_command_reruns_exactly_it(suite
     assert case_id in again.stdout
 
 
+@pytest.mark.e2e
 def test_k_selects_by_readable_id(suite) -> None:
     run = suite("--backends", "torch", "--tier", "smoke", "-k", "bi and unsorted", "--collect-only", "-q")
     assert run.returncode == 0, run.stderr
@@ -63,6 +67,7 @@ def test_k_selects_by_readable_id(suite) -> None:
     assert ids and all("-bi-" in i and "-unsorted-" in i for i in ids)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -82,6 +87,7 @@ def test_bad_options_exit_4_with_the_valid_choices(suite, args: list[str], messa
     assert message in run.stderr
 
 
+@pytest.mark.e2e
 def test_bad_files_exit_4_naming_the_file(suite, tmp_path: Path) -> None:
     matrix = tmp_path / "matrix.toml"
     matrix.write_text("[dimensions]\nbatch = [1, 'two']\n")

@@ -117,13 +117,14 @@ def test_library_strings_are_escaped(tmp_path: Path) -> None:
         tmp_path / "results.jsonl",
         [result(CASES[0], verdict="error", reason=f"RuntimeError: {evil}")],
         env=env,
-        notes={"torch[cpu]": {"torch": evil, "cannot_represent": [evil]}},
+        notes={"torch[cpu]": {"torch": evil, "cannot_represent": [evil], 'a.<img src=x onerror="alert(3)">_b': 1}},
     )
 
     page = render([results], tmp_path / "report.html").report.read_text(encoding="utf-8")
 
     assert "<script>alert" not in page and "<img src=x" not in page
     assert "&lt;script&gt;alert(&#34;pwned&#34;)&lt;/script&gt;" in page  # the notes, autoescaped
+    assert "<dt>a.<wbr>&lt;img src=x onerror=&#34;alert(3)&#34;&gt;_<wbr>b</dt>" in page  # a key: escaped, then cut
     assert "\\u003cscript\\u003ealert" in page  # the reason, inside the HTML-safe JSON block
     assert len(re.findall(r"<script\b", page)) == 2  # the data block and the page's own script
 

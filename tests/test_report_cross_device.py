@@ -54,6 +54,7 @@ def _section(page: str) -> str:
     return found[1]
 
 
+@pytest.mark.e2e
 def test_section_counts_pairs_and_shows_the_planted_disagreement(tf32_results: Path, tmp_path: Path) -> None:
     records = _cross(tf32_results)
     assert len(records) == len(FEW) and {r["precision"] for r in records} == {"strict"}
@@ -107,6 +108,7 @@ def test_section_counts_pairs_and_shows_the_planted_disagreement(tf32_results: P
     assert sorted(summary) == ["cells", "cross_device", "features", "partial", "runs", "schema"]
 
 
+@pytest.mark.e2e
 def test_compare_sees_cross_device_changes(
     tf32_results: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -144,6 +146,7 @@ def test_without_cross_device_records_the_section_is_one_line(tmp_path: Path) ->
     assert json.loads(done.summary.read_text(encoding="utf-8"))["cross_device"] == {}
 
 
+@pytest.mark.e2e
 def test_cross_device_strings_are_escaped(tf32_results: Path, tmp_path: Path) -> None:
     evil = '<script>alert("pwned")</script>'
     lines = []
@@ -165,6 +168,8 @@ def test_cross_device_strings_are_escaped(tf32_results: Path, tmp_path: Path) ->
     assert len(re.findall(r"<script\b", page)) == 2
 
 
+@pytest.mark.tooling
+@pytest.mark.e2e
 def test_script_renders_the_checks_table(tf32_results: Path, tmp_path: Path) -> None:
     """In Chromium (where installed): the case table's checks table replaces the server-written reason."""
     browser_tests = pytest.importorskip("test_report_browser")

@@ -379,6 +379,7 @@ def test_manifest_reader_never_uses_pickle(monkeypatch: pytest.MonkeyPatch, smok
 EXAMPLE = ("--backend-module", "example_gru_backend.adapter:backends", "--backends", "numpy-example")
 
 
+@pytest.mark.e2e
 def test_suite_runs_against_stored_vectors(suite, tmp_path: Path) -> None:
     vectors = str(VECTORS / "smoke")
     run = suite(*EXAMPLE, "--vectors", vectors)
@@ -389,6 +390,7 @@ def test_suite_runs_against_stored_vectors(suite, tmp_path: Path) -> None:
     assert all(r["rerun"].endswith(f"--vectors {vectors}") for r in results)
 
 
+@pytest.mark.e2e
 def test_suite_takes_expected_values_from_the_vectors(suite, smoke: Path, tmp_path: Path) -> None:
     """Change one stored expected value (and re-hash it): the suite must now fail that case, and only it."""
     case = first_case(smoke, "float32", packed=False)
@@ -406,6 +408,7 @@ def test_suite_takes_expected_values_from_the_vectors(suite, smoke: Path, tmp_pa
     assert chosen.returncode == 0 and "1 passed" in chosen.stdout
 
 
+@pytest.mark.e2e
 def test_suite_refuses_damaged_vectors(suite, smoke: Path) -> None:
     case = first_case(smoke)
     path = damage(smoke, case, "x", "flip")

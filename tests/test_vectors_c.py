@@ -23,6 +23,8 @@ VECTORS = ROOT / "fixtures" / "vectors"
 FLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic")
 LINE = re.compile(r"^(PASS|FAIL) (\S+) (\S+) max_abs_err=(\S+) atol=(\S+)$")
 
+pytestmark = pytest.mark.tooling
+
 
 @pytest.fixture(scope="module")
 def reader(tmp_path_factory: pytest.TempPathFactory) -> Path:
