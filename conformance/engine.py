@@ -12,6 +12,7 @@ from functools import lru_cache
 from conformance.case import Case
 from conformance.contract import Backend
 from conformance.data import GruOutput, Inputs, Weights, case_data
+from conformance.diagnosis import diagnose_failure
 from conformance.divergences import Divergence
 from conformance.oracle import gru_reference
 from conformance.pipeline import Reference, attempt, judge, relabel
@@ -65,4 +66,15 @@ def check(
         result.verdict, result.checks, result.reason = judged.verdict, judged.checks, judged.reason
         result.timing["compare_s"] = time.perf_counter() - started
     relabel(result, registry or [])
+    if result.verdict == Verdict.FAIL and tried.output is not None and _numbers_differ(result):
+        started = time.perf_counter()
+        diagnosis = diagnose_failure(case, weights, inputs, expected, tried.output, tolerance.atol)
+        result.diagnosis = diagnosis.as_dict()
+        result.reason += f"\n{diagnosis.describe()}"
+        result.timing["diagnose_s"] = time.perf_counter() - started
     return result
+
+
+def _numbers_differ(result: Result) -> bool:
+    """Worth diagnosing: an arithmetic or shape failure (a dtype-only failure has nothing to explain)."""
+    return any(c.kind in ("arithmetic", "shape") for c in result.failing_checks)

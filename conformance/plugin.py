@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from conformance import cross_device, divergences, matrix, selection, sharding
+from conformance.backend_summary import BackendSummary, summarize
 from conformance.case import Case, CaseError
 from conformance.contract import Backend, Preparing
 from conformance.engine import ORACLE, check
@@ -356,11 +357,39 @@ def _render_report(config: pytest.Config, results: Path) -> str:
     return f"{done.report} ({done.size // 1024} KiB; summary {done.summary})"
 
 
+COLUMNS = (
+    Verdict.PASS,
+    Verdict.FAIL,
+    Verdict.ERROR,
+    Verdict.UNEXPECTED_PASS,
+    Verdict.CONVENTION,
+    Verdict.KNOWN_DIVERGENCE,
+    Verdict.UNSUPPORTED,
+    Verdict.SKIPPED,
+)
+HEADINGS = ("pass", "fail", "error", "unexp", "conv", "known", "unsup", "skip")
+
+
+def summary_table(summaries: list[BackendSummary]) -> list[str]:
+    """One row of verdict counts per backend; under a backend that fails or checked nothing, why."""
+    if not summaries:
+        return []
+    width = max(len(s.backend) for s in summaries)
+    lines = [f"{'backend':<{width}}  " + " ".join(f"{h:>5}" for h in HEADINGS)]
+    for s in summaries:
+        lines.append(f"{s.backend:<{width}}  " + " ".join(f"{s.counts[v.value] or '.':>5}" for v in COLUMNS))
+        if s.failing or s.ran == 0:
+            lines.append(f"  {s.line()}")
+    return lines
+
+
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     run = config.stash.get(RUN_KEY, None)
     if run is None or run.worker != "main":
         return
     terminalreporter.section("GRU conformance")
+    for line in summary_table(summarize(read_records(run.results_path)) if run.results_path.exists() else []):
+        terminalreporter.write_line(line)
     counts = ", ".join(f"{n} {v}" for v, n in sorted(run.verdicts.items())) or "no results"
     terminalreporter.write_line(f"verdicts: {counts}")
     terminalreporter.write_line(f"results: {run.results_path}")

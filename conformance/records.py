@@ -103,6 +103,7 @@ class Result:
     rerun: str = ""
     precision: str = "strict"
     reference: str = "oracle"  # or the vectors directory the expected values came from
+    diagnosis: dict[str, Any] | None = None  # the likely mistake behind a failure (conformance.diagnosis)
 
     @property
     def worst_headroom(self) -> float | None:
@@ -130,6 +131,7 @@ class Result:
             "rerun": self.rerun,
             "precision": self.precision,
             "reference": self.reference,
+            "diagnosis": self.diagnosis,
         }
 
     @classmethod
@@ -148,6 +150,7 @@ class Result:
             rerun=record.get("rerun", ""),
             precision=record.get("precision", "strict"),
             reference=record.get("reference", "oracle"),
+            diagnosis=record.get("diagnosis"),
         )
 
 
