@@ -55,7 +55,7 @@ def synthesize(path: Path, cases: list[Case], backends: list[str], seed: int = 0
             "device": "all",
             "precision": "strict",
             "backends": backends,
-            "matrix": "fixtures/matrix.toml",
+            "matrix": "conformance/declared/matrix.toml",
         }
     )
     count = 0

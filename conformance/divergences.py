@@ -1,4 +1,4 @@
-"""The known-divergence registry (`fixtures/divergences.toml`).
+"""The known-divergence registry (`conformance/declared/divergences.toml`, shipped in the package).
 
 An entry names backends (globs: only * and ? are wildcards), the case values it applies to, and the
 reason. A failing result that matches becomes `known_divergence`; a matching result
@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, field, fields
-from pathlib import Path
+from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Any
 
 from conformance.case import Case
 from conformance.names import matches
 
-DEFAULT_REGISTRY = Path(__file__).resolve().parent.parent / "fixtures" / "divergences.toml"
+# Package data, so an installed (non-editable) copy has it; `--divergences` overrides it.
+DEFAULT_REGISTRY: Traversable = resources.files("conformance") / "declared" / "divergences.toml"
 CASE_FIELDS = {f.name for f in fields(Case)}
 ENTRY_KEYS = {"id", "backends", "when", "checks", "reason", "upstream"}
 
@@ -53,7 +55,7 @@ class Divergence:
         }
 
 
-def load(path: Path = DEFAULT_REGISTRY) -> list[Divergence]:
+def load(path: Traversable = DEFAULT_REGISTRY) -> list[Divergence]:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -1,4 +1,4 @@
-"""Tiers of cases from the declared matrix file (`fixtures/matrix.toml`).
+"""Tiers of cases from the declared matrix file (`conformance/declared/matrix.toml`, shipped in the package).
 
 pairwise uses covertable (a maintained covering-array generator with declarative
 constraints; allpairspy was tried and left valid pairs uncovered once a filter was
@@ -12,7 +12,8 @@ import itertools
 import tomllib
 from collections.abc import Iterator
 from dataclasses import fields
-from pathlib import Path
+from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Any
 
 import covertable
@@ -20,7 +21,8 @@ import covertable
 from conformance.case import Case, CaseError
 
 TIERS = ("smoke", "pairwise", "full")
-DEFAULT_MATRIX = Path(__file__).resolve().parent.parent / "fixtures" / "matrix.toml"
+# Package data, so an installed (non-editable) copy builds every tier; `--matrix` overrides it.
+DEFAULT_MATRIX: Traversable = resources.files("conformance") / "declared" / "matrix.toml"
 DIMENSIONS = tuple(f.name for f in fields(Case) if f.name != "seed")
 
 
@@ -28,7 +30,7 @@ class MatrixError(ValueError):
     """A matrix file that can't be used: says which file, which entry, and what is valid."""
 
 
-def load(path: Path = DEFAULT_MATRIX) -> dict[str, Any]:
+def load(path: Traversable = DEFAULT_MATRIX) -> dict[str, Any]:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -70,7 +72,7 @@ def _first(dims: dict[str, list[Any]]) -> dict[str, Any]:
     return {name: values[0] for name, values in dims.items()}
 
 
-def _case(values: dict[str, Any], seed: int, where: Path | str) -> Case:
+def _case(values: dict[str, Any], seed: int, where: Traversable | str) -> Case:
     try:
         return Case.from_dict({**values, "seed": seed})
     except (CaseError, TypeError) as error:
@@ -115,7 +117,7 @@ def full_cases(data: dict[str, Any], seed: int) -> Iterator[Case]:
             yield _case(row, seed, data["_path"])
 
 
-def cases(tier: str, seed: int = 0, path: Path = DEFAULT_MATRIX) -> list[Case]:
+def cases(tier: str, seed: int = 0, path: Traversable = DEFAULT_MATRIX) -> list[Case]:
     """The cases of a tier, in a stable order (the same on every machine)."""
     if tier not in TIERS:
         raise MatrixError(f"unknown tier {tier!r}; valid tiers: {', '.join(TIERS)}")

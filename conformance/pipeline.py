@@ -121,5 +121,5 @@ def relabel(result: Result, registry: list[Divergence]) -> None:
         result.verdict = Verdict.UNEXPECTED_PASS
         result.reason = (
             f"known divergence {entry.id} no longer reproduces for this case: "
-            "remove or narrow its entry in fixtures/divergences.toml"
+            "remove or narrow its entry in conformance/declared/divergences.toml"
         )

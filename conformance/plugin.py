@@ -1,12 +1,16 @@
 """The pytest side: options, parametrization over (case, backend), result recording.
 
-`conformance/conftest.py` re-exports these hooks, so they are active for
-`pytest conformance` and nowhere else. Under pytest-xdist each worker appends
-to its own results file; the controller merges them when the session ends.
+Registered by the `pytest11` entry point (pyproject.toml) under its module name, so wherever the
+package is installed `pytest --pyargs conformance` (or `pytest conformance` in a checkout) has the
+options. Options are all it adds to other test suites: the run (backend selection, the matrix, the
+results file, the report) starts only when the command line names this package or a file in it
+(`activate`), or, failing that, when pytest collects one of its test modules. Under pytest-xdist
+each worker appends to its own results file; the controller merges them when the session ends.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import time
 import uuid
 from collections import Counter
@@ -39,6 +43,7 @@ from conformance.verdict import Verdict
 
 DEFAULT_RESULTS = Path("reports/out/results.jsonl")
 DEFAULT_REPORT = Path("reports/out/report.html")
+PACKAGE_DIR = Path(__file__).resolve().parent  # holds the conformance test modules
 RUN_KEY = pytest.StashKey["ConformanceRun"]()
 REPORT_KEY = pytest.StashKey[str]()  # where the report went, for the terminal summary
 
@@ -130,7 +135,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="strict (TF32 off, highest matmul precision; default) or default (each library's out-of-box settings)",
     )
     group.addoption(
-        "--results", default=str(DEFAULT_RESULTS), help=f"JSON-lines results file (default: {DEFAULT_RESULTS})"
+        "--results",
+        default=str(DEFAULT_RESULTS),
+        help=f"JSON-lines results file (default: {DEFAULT_RESULTS}); relative output paths are under the "
+        "current directory",
     )
     group.addoption(
         "--backend-module",
@@ -139,10 +147,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="PKG.MODULE:FACTORY",
         help="load a third-party backend factory without installing an entry point",
     )
-    group.addoption("--matrix", default=str(matrix.DEFAULT_MATRIX), help="matrix file (default: fixtures/matrix.toml)")
-    group.addoption("--divergences", default=str(divergences.DEFAULT_REGISTRY), help="known-divergence registry file")
     group.addoption(
-        "--report", default=str(DEFAULT_REPORT), help=f"HTML report rendered at the end (default: {DEFAULT_REPORT})"
+        "--matrix", default=None, help="matrix file (default: the one shipped in the package, conformance/declared/)"
+    )
+    group.addoption(
+        "--divergences",
+        default=None,
+        help="known-divergence registry file (default: the one shipped in the package, conformance/declared/)",
+    )
+    group.addoption(
+        "--report",
+        default=str(DEFAULT_REPORT),
+        help=f"HTML report rendered at the end (default: {DEFAULT_REPORT}, under the current directory)",
     )
     group.addoption("--no-report", action="store_true", help="don't render the HTML report")
     group.addoption(
@@ -178,10 +194,10 @@ def _build_run(config: pytest.Config) -> ConformanceRun:
         elif opt.case:
             cases = [Case.from_id(case_id) for case_id in opt.case]
         else:
-            cases = matrix.cases(opt.tier, opt.seed, Path(opt.matrix))
+            cases = matrix.cases(opt.tier, opt.seed, Path(opt.matrix) if opt.matrix else matrix.DEFAULT_MATRIX)
         cases = sharding.select(cases, sharding.parse(opt.shard) if opt.shard else None)
         backends = selection.select(_split(opt.backends), opt.device, opt.backend_module, opt.precision)
-        registry = divergences.load(Path(opt.divergences))
+        registry = divergences.load(Path(opt.divergences) if opt.divergences else divergences.DEFAULT_REGISTRY)
     except (
         CaseError,
         matrix.MatrixError,
@@ -192,10 +208,15 @@ def _build_run(config: pytest.Config) -> ConformanceRun:
         raise pytest.UsageError(str(error)) from None
 
     worker = _worker_id(config)
-    results_path = _under_root(config, opt.results)
+    results_path = _output_path(config, opt.results)
     workerinput = getattr(config, "workerinput", None)
     if workerinput:
-        run_id = workerinput["conformance_run_id"]
+        run_id = workerinput.get("conformance_run_id")
+        if run_id is None:  # the controller didn't start the run: it didn't see this package named
+            raise pytest.UsageError(
+                "under pytest-xdist, name the conformance suite on the command line: "
+                "`pytest conformance` in a checkout, `pytest --pyargs conformance` anywhere"
+            )
         writer = ResultsWriter(worker_path(results_path, worker), run_id, worker)
     else:
         run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
@@ -213,7 +234,7 @@ def _build_run(config: pytest.Config) -> ConformanceRun:
                     "device": opt.device,
                     "precision": opt.precision,
                     "backends": [b.name for b in backends],
-                    "matrix": str(opt.matrix),
+                    "matrix": str(opt.matrix or matrix.DEFAULT_MATRIX),
                     "shard": opt.shard,
                     "vectors": opt.vectors,
                 }
@@ -233,9 +254,13 @@ def _build_run(config: pytest.Config) -> ConformanceRun:
     )
 
 
-def _under_root(config: pytest.Config, path: str) -> Path:
-    """Relative output paths are under the project root, wherever pytest was started from."""
-    return Path(path) if Path(path).is_absolute() else config.rootpath / path
+def _output_path(config: pytest.Config, path: str) -> Path:
+    """Relative output paths are under the directory pytest was started in, like any command-line path.
+
+    Not under pytest's rootdir: run installed (`pytest --pyargs conformance`), that is the user's own
+    project, which may be far from where they asked for the results.
+    """
+    return Path(path) if Path(path).is_absolute() else config.invocation_params.dir / path
 
 
 def enact(verdict: Verdict, message: str) -> None:
@@ -253,8 +278,10 @@ def _rerun_args(opt: Any) -> tuple[str, ...]:
     args: list[str] = []
     for spec in opt.backend_module:
         args += ["--backend-module", spec]
-    if Path(opt.divergences).resolve() != divergences.DEFAULT_REGISTRY:
+    if opt.divergences:
         args += ["--divergences", str(opt.divergences)]
+    if opt.pyargs:  # run installed: `pytest conformance --pyargs` finds the package from any directory
+        args.append("--pyargs")
     return tuple(args)
 
 
@@ -281,9 +308,47 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "conformance: a GRU conformance check")
-    config.stash[RUN_KEY] = _build_run(config)
+    if _names_this_suite(config) and not config.option.help:
+        activate(config)  # before collection, so a bad option is a usage error and xdist workers get the run id
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(config), "conformance-xdist")
+
+
+def activate(config: pytest.Config) -> ConformanceRun:
+    """The run of this process, built on first use: select backends, load the matrix, open the results file."""
+    run = config.stash.get(RUN_KEY, None)
+    if run is None:
+        run = config.stash[RUN_KEY] = _build_run(config)
+    return run
+
+
+def _names_this_suite(config: pytest.Config) -> bool:
+    """Whether a command-line argument (or testpaths entry) is this package or a file in it.
+
+    `conformance`, `conformance/test_gru.py::test_gru[...]`, or with --pyargs `conformance` and
+    `conformance.test_gru`. An argument that only contains the package (`pytest .` in a checkout)
+    leaves the decision to collection (`pytest_generate_tests`).
+    """
+    for arg in config.args:
+        name = arg.split("::")[0]
+        target: Path | None = None
+        if config.option.pyargs and name.split(".")[0] == __package__:
+            try:
+                spec = importlib.util.find_spec(name)
+            except ImportError:
+                spec = None
+            if spec is not None and spec.origin:
+                target = Path(spec.origin).parent if spec.submodule_search_locations else Path(spec.origin)
+        if target is None:
+            target = config.invocation_params.dir / name
+        target = target.resolve()
+        if target == PACKAGE_DIR or PACKAGE_DIR in target.parents:
+            return True
+    return False
+
+
+def _is_conformance_module(path: Path) -> bool:
+    return path.resolve().parent == PACKAGE_DIR
 
 
 class _XdistHooks:
@@ -294,16 +359,20 @@ class _XdistHooks:
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
-        node.workerinput["conformance_run_id"] = self.config.stash[RUN_KEY].writer.run_id
+        run = self.config.stash.get(RUN_KEY, None)
+        if run is not None:
+            node.workerinput["conformance_run_id"] = run.writer.run_id
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if not _is_conformance_module(metafunc.definition.path):
+        return  # another suite's `case` and `backend` are its own business
     if {"case", "backend"} <= set(metafunc.fixturenames):
-        run = metafunc.config.stash[RUN_KEY]
+        run = activate(metafunc.config)
         pairs = [(case, backend) for case in run.cases for backend in run.backends]
         metafunc.parametrize(("case", "backend"), pairs, ids=[f"{b.name}-{c.id}" for c, b in pairs])
     if {"case", "device_pair"} <= set(metafunc.fixturenames):
-        run = metafunc.config.stash[RUN_KEY]
+        run = activate(metafunc.config)
         device_pairs = cross_device.pairs(run.backends)
         params = [pytest.param(case, pair, id=f"{pair.id}-{case.id}") for case in run.cases for pair in device_pairs]
         if not params:  # one clear skip instead of pytest's "got empty parameter set"
@@ -350,8 +419,9 @@ def _render_report(config: pytest.Config, results: Path) -> str:
     try:
         from reports.render import render
 
-        report = _under_root(config, config.option.report)
-        done = render([results], report, registry=Path(config.option.divergences))
+        report = _output_path(config, config.option.report)
+        registry = Path(config.option.divergences) if config.option.divergences else None
+        done = render([results], report, registry=registry)
     except Exception as error:
         return f"not rendered ({type(error).__name__}: {error})"
     return f"{done.report} ({done.size // 1024} KiB; summary {done.summary})"

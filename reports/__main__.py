@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
         "--compare", type=Path, metavar="OLD_SUMMARY", help="list cells that got worse or better since this summary"
     )
     render.add_argument(
-        "--divergences", type=Path, help="known-divergence registry (default: fixtures/divergences.toml)"
+        "--divergences", type=Path, help="known-divergence registry (default: the one shipped in the package)"
     )
     diff = commands.add_parser(
         "verdicts",

@@ -21,6 +21,7 @@ import shutil
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import metadata
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -200,7 +201,7 @@ def index_text(entries: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(tier: str, out: Path, seed: int = 0, matrix_path: Path = matrix.DEFAULT_MATRIX) -> Path:
+def write(tier: str, out: Path, seed: int = 0, matrix_path: Traversable = matrix.DEFAULT_MATRIX) -> Path:
     """Write a tier's vectors under `out`; replaces earlier vectors there, leaves other files alone."""
     cases = matrix.cases(tier, seed, matrix_path)
     out.mkdir(parents=True, exist_ok=True)
