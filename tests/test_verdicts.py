@@ -16,12 +16,14 @@ import pytest
 from planted_backends import NonFiniteOutput, TinyPadding, WrongHnDtype, WrongNumbersAndPadding
 
 from conformance.case import Case
+from conformance.compare import compare
 from conformance.data import GruOutput
 from conformance.engine import check, oracle_reference
 from conformance.plugin import enact
 from conformance.records import Check, CrossDeviceResult, Result
 from conformance.test_cross_device import test_cross_device as cross_device_test_function
 from conformance.test_gru import test_gru as gru_test_function
+from conformance.tolerance import derive
 from conformance.vectors import load_case, load_manifest, verify, write_outputs
 from conformance.verdict import Verdict
 
@@ -139,3 +141,52 @@ def test_the_vectors_verifier_holds_the_recorded_tolerance(factor: float, verdic
     (result,) = verify(manifest, tmp_path, [case_id])
     assert result.verdict == verdict, result.reason
     assert result.worst_headroom == pytest.approx(factor, rel=0.02)  # atol is ~100 float64 ULPs: 1% rounding
+
+
+def test_a_single_wrong_element_is_measured_exactly() -> None:
+    """max abs, max rel, max ULP, headroom and the message, recomputed by hand for one planted error."""
+    from conformance.dtypes import ulp
+
+    case = Case(3, 4, batch=2, seq_len=3, dtype="float64")
+    _weights, _inputs, expected = oracle_reference(case)
+    actual = np.array(expected.output)
+    where = (1, 1, 2)
+    delta = 1e-6
+    actual[where] += delta
+    tolerance = derive(case)
+    checks = {c.name: c for c in compare(case, expected, GruOutput(actual, expected.h_n), tolerance, None)}
+    out = checks["output"]
+    err = float(actual[where] - expected.output[where])
+    assert out.max_abs == err and out.headroom == err / tolerance.atol
+    assert out.max_rel == err / abs(float(expected.output[where]))
+    assert out.max_ulp == err / float(ulp(np.float64(expected.output[where]), "float64"))
+    assert out.worst_index == {"step": 1, "batch": 1, "unit": 2}
+    assert (out.expected, out.actual) == (float(expected.output[where]), float(actual[where]))
+    assert out.message == (
+        f"output: worst element at [step=1, batch=1, unit=2]: expected {float(expected.output[where])!r}, "
+        f"got {float(actual[where])!r}; abs err {err:.3g} > tolerance {tolerance.atol:.3g} "
+        f"(headroom {err / tolerance.atol:.3g}), max rel err {out.max_rel:.3g}, max {out.max_ulp:.3g} ULP"
+    )
+    assert checks["h_n"].passed and checks["h_n"].max_abs == 0.0 and checks["h_n"].headroom == 0.0
+    assert "abs err 0 <= tolerance" in checks["h_n"].message
+
+
+def test_a_packed_batch_without_padding_has_an_empty_padding_check() -> None:
+    """lengths = full: nothing is padded, so the padding check passes on no elements, with zero error."""
+    case = Case(3, 4, batch=2, seq_len=3, lengths="full")
+    result = check(TinyPadding(), case)  # no zero outputs to overwrite: nothing is planted
+    padding = checks_by_name(result)["output.padding"]
+    assert (padding.passed, padding.message, padding.max_abs, padding.tolerance, padding.headroom) == (
+        True,
+        "no elements",
+        0.0,
+        0.0,
+        0.0,
+    )
+    assert result.verdict == Verdict.PASS
+
+
+def test_verdict_names_are_checked_where_they_are_read() -> None:
+    with pytest.raises(ValueError, match=r"^results.jsonl:3: unknown verdict 'ok'; valid: error, fail, "):
+        Verdict.parse("ok", "results.jsonl:3")
+    assert Verdict.parse("known_divergence") is Verdict.KNOWN_DIVERGENCE
