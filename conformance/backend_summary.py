@@ -54,7 +54,8 @@ class BackendSummary:
             parts.append(f"{n[Verdict.KNOWN_DIVERGENCE.value]} known divergence")
         not_run = sum(n[v.value] for v in NOT_RUN)
         if not_run:
-            parts.append(f"{not_run} not run")
+            why = self.top_reason.get(Verdict.UNSUPPORTED.value) or self.top_reason.get(Verdict.SKIPPED.value, "")
+            parts.append(f"{not_run} not run" + (f" (mostly: {_clip(why)})" if why else ""))
         if self.failing:
             parts.append(f"{self.failing} failing")
             if self.pattern is not None:
@@ -71,6 +72,10 @@ class BackendSummary:
             "likely": self.likely,
             "line": self.line(),
         }
+
+
+def _clip(text: str, width: int = 110) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def summarize(records: Iterable[dict[str, Any]]) -> list[BackendSummary]:

@@ -128,6 +128,7 @@ def _slim(record: dict[str, Any], run: Run) -> dict[str, Any]:
         "reason": record.get("reason", ""),
         "rerun": record.get("rerun", ""),
         "divergence": record.get("divergence"),
+        "diagnosis": record.get("diagnosis"),
         "tolerance": record.get("tolerance"),
         "worst_headroom": record.get("worst_headroom"),
         "max_abs": max(numbers) if numbers else None,

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from conformance import divergences
+from conformance.backend_summary import summarize
+from conformance.records import RESULT
 from reports import html, plots
 from reports.load import HEADLINE_PACKAGES, SEVERITY, Merged, Run, load
 from reports.summary import STATUSES, Change, cells, compare, cross_device_cells, features, summary, write_summary
@@ -116,6 +118,33 @@ def _divergence_rows(merged: Merged, registry_path: Path | None) -> list[dict[st
     return rows
 
 
+def backend_lines(merged: Merged) -> list[dict[str, str]]:
+    """Per column, one line that says what agrees, what doesn't and why (`conformance.backend_summary`),
+    computed from each case's most severe occurrence."""
+    labels = {c.key: c.backend + (f" ({c.env_label})" if c.env_label else "") for c in merged.columns}
+    records = [
+        {**entry.worst, "kind": RESULT, "backend": entry.column, "case": entry.case, "verdict": _single(entry)}
+        for entry in merged.entries
+    ]
+    lines = []
+    for found in summarize(records):
+        status = "fail" if found.failing else "nothing" if found.ran == 0 else "pass"
+        lines.append(
+            {
+                "column": found.backend,
+                "label": labels.get(found.backend, found.backend),
+                "text": found.line(),
+                "status": status,
+            }
+        )
+    return lines
+
+
+def _single(entry: Any) -> str:
+    """A flaky entry counts as its most severe verdict here (the matrix shows it as flaky)."""
+    return str(entry.verdicts[0])
+
+
 def render(
     results: Sequence[Path],
     output: Path,
@@ -155,6 +184,7 @@ def render(
         "seeds": sorted({str(r["seed"]) for r in runs}),
         "dates": sorted({str(r["started"])[:10] for r in runs}),
         "counts": [(v, counts[v]) for v in SEVERITY if counts[v]],
+        "backend_lines": backend_lines(merged),
         "total": sum(counts.values()),
         "statuses": STATUSES,
         "families": families,

@@ -27,7 +27,8 @@ STATUSES = {
     "mixed": "pass where supported",
     "fail": "some fail",
     "flaky": "flaky (verdicts disagree)",
-    "known": "known divergence / convention",
+    "known": "known divergence",
+    "convention": "convention difference (padded positions)",
     "unsupported": "unsupported",
     "not_run": "not run",
 }
@@ -113,8 +114,10 @@ class Cell:
             return "flaky"
         if any(self.counts[v] for v in FAILING):
             return "fail"
-        if any(self.counts[v] for v in DIVERGING):
+        if self.counts[Verdict.KNOWN_DIVERGENCE.value]:
             return "known"
+        if self.counts[Verdict.CONVENTION.value]:
+            return "convention"
         if self.counts["unsupported"] == self.n:
             return "unsupported"
         return "mixed" if self.counts["unsupported"] else "pass"
@@ -205,7 +208,7 @@ def write_summary(data: dict[str, Any], path: Path) -> None:
 # side is of a size that matters; 1e-5 -> 3e-5 is noise, 0.3 -> 0.9 is not.
 HEADROOM_FACTOR = 2.0
 HEADROOM_FLOOR = 0.1
-RANK = {"pass": 0, "mixed": 1, "not_run": 1, "unsupported": 2, "known": 3, "fail": 4, "flaky": 5}
+RANK = {"pass": 0, "mixed": 1, "not_run": 1, "unsupported": 2, "convention": 3, "known": 3, "fail": 4, "flaky": 5}
 
 
 @dataclass

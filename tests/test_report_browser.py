@@ -311,3 +311,43 @@ def test_partial_and_flaky_pages_render_cleanly(browser: Any, tmp_path: Path) ->
     assert view.errors == [] and view.offsite() == []
     json.loads(page.locator("#report-data").inner_text())  # the data block is intact JSON
     view.context.close()
+
+
+CELL_COLOURS = """() => Object.fromEntries([...document.querySelectorAll('#matrix td.cell[data-feature="all"]')]
+    .map(td => [td.dataset.status, getComputedStyle(td).backgroundColor]))"""
+
+
+def _status_colours(view: Page) -> dict[str, str]:
+    colours: dict[str, str] = view.page.evaluate(CELL_COLOURS)
+    return colours
+
+
+def test_top_summary_and_distinct_colours_for_conventions_and_known_divergences(browser: Any, tmp_path: Path) -> None:
+    records = [result(c, backend="conv[cpu]", verdict="convention") for c in CASES]
+    records += [result(c, backend="known[cpu]", verdict="known_divergence") for c in CASES]
+    records += [result(c, backend="good[cpu]") for c in CASES]
+    report = render([write_run(tmp_path / "results.jsonl", records)], tmp_path / "report.html").report
+    view = Page(browser, report)
+    colours = _status_colours(view)
+    assert set(colours) == {"convention", "known", "pass"}
+    assert len(set(colours.values())) == 3, colours  # a convention never looks like a known divergence
+    lines = dict(zip(view.page.locator("#backend-lines .name").all_inner_texts(),
+                     view.page.locator("#backend-lines li").all_inner_texts(), strict=True))  # fmt: skip
+    n = len(CASES)
+    assert f"agrees in 0 of {n} cases run; {n} convention" in lines["conv[cpu]"]
+    assert f"{n} known divergence" in lines["known[cpu]"] and f"agrees in {n} of {n}" in lines["good[cpu]"]
+    # The summary comes before the environment, which folds away.
+    assert view.page.locator("#environment").get_attribute("open") is None
+    # Planted: the old stylesheet, where conventions and known divergences shared one colour.
+    view.page.add_style_tag(content=".s-convention { background: var(--known); color: #222; }")
+    planted = _status_colours(view)
+    assert planted["convention"] == planted["known"]
+    view.context.close()
+
+
+@pytest.mark.e2e
+def test_the_top_summary_names_the_planted_mistake(browser: Any, real_run: dict[str, Any]) -> None:
+    view = Page(browser, real_run["report"])
+    line = view.page.locator('#backend-lines li[data-column*="planted-rz"]').inner_text()
+    assert "failing" in line and "likely mistake: gate-order-zrn" in line, line
+    view.context.close()
