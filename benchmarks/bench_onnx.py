@@ -21,20 +21,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import contextlib
 
-from backends import onnx_export
-from backends.onnx_export import ModelStore, Signature
-from backends.onnx_runtime import WEIGHTS_ENV, OnnxBackend, OrtRunner
+from backends.onnx.column import OnnxColumn
+from backends.onnx.export_store import ModelStore, Signature
+from backends.onnx.model_source import ModelSource
+from backends.onnx.ort import ORT, WEIGHTS_ENV
+from backends.onnx.source_dynamo import DynamoSource
+from backends.onnx.source_spec import SpecSource
+from backends.onnx.source_torch import TorchExportSource
+from backends.onnx.source_torchscript import TorchScriptSource
 from conformance.case import Case
 from conformance.contract import UnsupportedCase
 from conformance.data import case_data
 from conformance.matrix import cases as tier_cases
 
+EXPORTERS: dict[str, type[TorchExportSource]] = {"torchscript": TorchScriptSource, "dynamo": DynamoSource}
 
-def run_column(source: str, cases: list[Case], mode: str) -> tuple[float, float, int, int]:
+
+def run_column(source: ModelSource, cases: list[Case], mode: str) -> tuple[float, float, int, int]:
     """(session-creation s, total run s, sessions, cells run) for `source` on ort[cpu] in weights `mode`."""
     os.environ[WEIGHTS_ENV] = mode
-    backend = OnnxBackend(family=f"onnx-{source}", source=source, runtime="ort")
-    backend.runner = OrtRunner(backend.provider)
+    backend = OnnxColumn.of(source, ORT)
+    runner = ORT.runner(backend.device, backend.precision)
+    backend.runner = runner
     started, ran = time.perf_counter(), 0
     for case in cases:
         weights, inputs = case_data(case)
@@ -43,17 +51,18 @@ def run_column(source: str, cases: list[Case], mode: str) -> tuple[float, float,
             ran += 1
         except UnsupportedCase:
             pass
-    return backend.runner.create_s, time.perf_counter() - started, backend.runner.created, ran
+    return runner.create_s, time.perf_counter() - started, runner.created, ran
 
 
-def naive_per_case(source: str, cases: list[Case]) -> float:
+def naive_per_case(exporter: str, cases: list[Case]) -> float:
     """Mean seconds for export + session + run of one case, exporting afresh in-process every time."""
-    backend = OnnxBackend(family=f"onnx-{source}", source=source, runtime="ort")
     started = time.perf_counter()
     for case in cases:
-        model = onnx_export._export(Signature.of(source, case), case)  # in-process, every case: the naive path
-        onnx_export.STORE = ModelStore(Path(tempfile.mkdtemp()))
-        onnx_export.STORE.memory[model.key] = model
+        store = ModelStore(Path(tempfile.mkdtemp()))
+        source = EXPORTERS[exporter](store)
+        model = source.export(Signature.of(exporter, case), case)  # in-process, every case: the naive path
+        store.memory[model.key] = model
+        backend = OnnxColumn.of(source, ORT)
         weights, inputs = case_data(case)
         with contextlib.suppress(UnsupportedCase):
             backend.run(case, weights, inputs)
@@ -64,7 +73,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tier", default="pairwise")
     parser.add_argument("--naive", type=int, default=3, help="cases per exporter timed the naive way")
-    parser.add_argument("--exporters", default=",".join(onnx_export.EXPORTERS))
+    parser.add_argument("--exporters", default=",".join(EXPORTERS))
     args = parser.parse_args()
     cases = tier_cases(args.tier)
     exporters = args.exporters.split(",")
@@ -72,13 +81,13 @@ def main() -> None:
     print(f"tier {args.tier}: {len(cases)} cases; cache {root}; {os.cpu_count()} cores")
 
     cold = ModelStore(root)
-    onnx_export.STORE = cold
     totals: dict[str, float] = {}
     for exporter in exporters:
         started = time.perf_counter()
-        cold.prepare(exporter, cases)
+        cold_source = EXPORTERS[exporter](cold)
+        cold.prepare(cold_source, cases)
         wall = time.perf_counter() - started
-        ok = sum(cold.get(exporter, c).status == "ok" for c in cases)
+        ok = sum(cold.get(cold_source, c).status == "ok" for c in cases)
         print(
             f"cold  {exporter:12s} exports {cold.stats.count.get(exporter, 0):3d}  "
             f"export time {cold.stats.seconds.get(exporter, 0.0):7.1f} s (sum in workers)  wall {wall:6.1f} s  "
@@ -87,17 +96,17 @@ def main() -> None:
         totals[exporter] = wall
 
     warm = ModelStore(root)
-    onnx_export.STORE = warm
+    sources: dict[str, ModelSource] = {"spec": SpecSource()} | {e: EXPORTERS[e](warm) for e in exporters}
     started = time.perf_counter()
     for exporter in exporters:
-        warm.prepare(exporter, cases)
+        warm.prepare(EXPORTERS[exporter](warm), cases)
     warm_load = time.perf_counter() - started
     print(f"warm  exports {sum(warm.stats.count.values())}  load {warm_load:.2f} s")
     warm_totals = dict.fromkeys(exporters, warm_load / len(exporters))
 
     for source in ["spec", *exporters]:
         for mode in ("initializers", "inputs"):
-            create, total, sessions, ran = run_column(source, cases, mode)
+            create, total, sessions, ran = run_column(sources[source], cases, mode)
             print(
                 f"ort[cpu] {source:12s} weights={mode:12s} sessions {sessions:3d}  "
                 f"create {create:6.2f} s  create+run {total:6.2f} s  cells run {ran}"

@@ -16,8 +16,13 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("torch")
 
-from backends.onnx_export import STORE, ModelStore, Signature, weights_to_inputs
-from backends.onnx_runtime import OnnxBackend
+from backends.onnx.column import OnnxColumn
+from backends.onnx.export_store import STORE, ModelStore, Signature
+from backends.onnx.ort import ORT
+from backends.onnx.reference import REFERENCE
+from backends.onnx.source_dynamo import DynamoSource
+from backends.onnx.source_torch import TorchExportSource, weights_to_inputs
+from backends.onnx.source_torchscript import TorchScriptSource
 from conformance.case import Case
 from conformance.contract import UnsupportedCase
 from conformance.data import case_data
@@ -39,11 +44,14 @@ PACKED = Case(
 DENSE = Case(input_size=2, hidden_size=3, batch=2, seq_len=4, export_shape="other")
 
 
-def column(source: str, runtime: str = "ort") -> OnnxBackend:
-    return OnnxBackend(family=f"onnx-{source}", source=source, runtime=runtime)
+TORCHSCRIPT, DYNAMO = TorchScriptSource(), DynamoSource()
 
 
-def error(backend: OnnxBackend, case: Case) -> float:
+def column(source: TorchExportSource, runtime: str = "ort") -> OnnxColumn:
+    return OnnxColumn.of(source, ORT if runtime == "ort" else REFERENCE)
+
+
+def error(backend: OnnxColumn, case: Case) -> float:
     weights, inputs = case_data(case)
     got = backend.run(case, weights, inputs)
     want = gru_reference(case, weights, inputs)
@@ -62,12 +70,12 @@ def test_torchscript_packed_export_is_right_at_other_shapes(lengths: str, run_di
         lengths = "full"
     case = Case(**{**PACKED.as_dict(), "batch": batch, "seq_len": seq_len, "lengths": lengths})
     assert case.export_dims != run_dims
-    assert error(column("torchscript"), case) < 1e-5
+    assert error(column(TORCHSCRIPT), case) < 1e-5
 
 
 def test_rebinding_weights_is_verified_not_trusted() -> None:
     """Two seeds share one export; each must match its own oracle, and not the other's."""
-    backend = column("torchscript")
+    backend = column(TORCHSCRIPT)
     first, second = PACKED, Case(**{**PACKED.as_dict(), "seed": 1})
     assert Signature.of("torchscript", first) == Signature.of("torchscript", second)
     assert error(backend, first) < 1e-5 and error(backend, second) < 1e-5
@@ -78,9 +86,9 @@ def test_rebinding_weights_is_verified_not_trusted() -> None:
 
 
 def test_dynamo_dense_export_matches_and_records_facts() -> None:
-    backend = column("dynamo")
+    backend = column(DYNAMO)
     assert error(backend, DENSE) < 1e-5
-    facts = STORE.get("dynamo", DENSE).facts
+    facts = STORE.get(DYNAMO, DENSE).facts
     assert facts["form"] == "GRU op" and facts["opset"] >= 18
     assert any('"linear_before_reset": 1' in g for g in facts["gru_attributes"])
 
@@ -88,7 +96,7 @@ def test_dynamo_dense_export_matches_and_records_facts() -> None:
 def test_dynamo_packed_export_is_unsupported_with_torchs_message() -> None:
     weights, inputs = case_data(PACKED)
     with pytest.raises(UnsupportedCase, match=r"^dynamo export: TorchExportError: Failed to export"):
-        column("dynamo").run(PACKED, weights, inputs)
+        column(DYNAMO).run(PACKED, weights, inputs)
 
 
 def test_weights_to_inputs_refuses_a_folded_parameter() -> None:
@@ -104,11 +112,11 @@ def test_weights_to_inputs_refuses_a_folded_parameter() -> None:
 def test_second_run_exports_nothing(tmp_path: Path) -> None:
     cases = [DENSE, Case(**{**DENSE.as_dict(), "seed": 3})]  # one signature
     first = ModelStore(tmp_path)
-    first.prepare("torchscript", cases)
+    first.prepare(TORCHSCRIPT, cases)
     assert first.stats.count == {"torchscript": 1}
     second = ModelStore(tmp_path)
-    second.prepare("torchscript", cases)
-    assert second.get("torchscript", DENSE).status == "ok"
+    second.prepare(TORCHSCRIPT, cases)
+    assert second.get(TORCHSCRIPT, DENSE).status == "ok"
     assert second.stats.count == {}
 
 
@@ -117,8 +125,8 @@ def test_dynamo_export_is_the_same_first_or_after_others(tmp_path: Path) -> None
     """The torch.export-based exporter keeps state in-process; our exports must not depend on history."""
     others = [Case(input_size=4, hidden_size=2, num_layers=2, bidirectional=True), PACKED]
     alone = ModelStore(tmp_path / "alone")
-    alone.prepare("dynamo", [DENSE])
+    alone.prepare(DYNAMO, [DENSE])
     after = ModelStore(tmp_path / "after", workers=1)  # one worker: strictly sequential, DENSE last
-    after.prepare("dynamo", [*others, DENSE])
+    after.prepare(DYNAMO, [*others, DENSE])
     assert after.stats.count == {"dynamo": 3}
-    assert alone.get("dynamo", DENSE).model == after.get("dynamo", DENSE).model
+    assert alone.get(DYNAMO, DENSE).model == after.get(DYNAMO, DENSE).model

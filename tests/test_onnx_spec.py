@@ -8,8 +8,10 @@ import pytest
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from backends.onnx_runtime import OnnxBackend
-from backends.onnx_spec import SpecOptions, spec_weights
+from backends.onnx.column import OnnxColumn
+from backends.onnx.ort import ORT
+from backends.onnx.reference import REFERENCE
+from backends.onnx.source_spec import SpecOptions, SpecSource, spec_weights
 from conformance.case import Case
 from conformance.contract import UnsupportedCase
 from conformance.data import case_data
@@ -18,11 +20,13 @@ from conformance.oracle import gru_reference
 BI_H0 = Case(input_size=3, hidden_size=4, num_layers=2, bidirectional=True, initial_state=True, batch=3, seq_len=6)
 
 
-def spec(runtime: str, options: SpecOptions | None = None) -> OnnxBackend:
-    return OnnxBackend(family="onnx-spec", source="spec", runtime=runtime, spec_options=options)
+def spec(runtime: str, options: SpecOptions | None = None) -> OnnxColumn:
+    """A spec column; `options` plant a bug in the source, the runtime is the real one."""
+    source = SpecSource(options) if options is not None else SpecSource()
+    return OnnxColumn.of(source, ORT if runtime == "ort" else REFERENCE)
 
 
-def max_errors(backend: OnnxBackend, case: Case, lbr: bool = True) -> tuple[float, float]:
+def max_errors(backend: OnnxColumn, case: Case, lbr: bool = True) -> tuple[float, float]:
     weights, inputs = case_data(case)
     got = backend.run(case, weights, inputs)
     want = gru_reference(case, weights, inputs, linear_before_reset=lbr)

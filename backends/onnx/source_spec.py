@@ -12,13 +12,14 @@ transposed and reshaped to torch's (T, B, 2H) before feeding the next layer.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from backends.onnx.model_source import ModelSource, Prepared
 from conformance.case import Case
+from conformance.contract import UnsupportedCase, first_line
 from conformance.data import Weights
 
 SPEC_OPSET = 22  # GRU-22 is the first version whose type constraint admits bfloat16
@@ -62,12 +63,21 @@ def spec_weights(case: Case, weights: Weights, options: SpecOptions = SpecOption
     return feeds
 
 
+def onnx_elem_type(dtype: str) -> int:
+    from onnx import TensorProto
+
+    return {
+        "float32": TensorProto.FLOAT,
+        "float64": TensorProto.DOUBLE,
+        "float16": TensorProto.FLOAT16,
+        "bfloat16": TensorProto.BFLOAT16,
+    }[dtype]
+
+
 def build_spec_model(case: Case, options: SpecOptions = SpecOptions()) -> Any:
     """The ModelProto for `case.structure`: dynamic batch and seq_len, torch-layout outputs."""
     import onnx
     from onnx import TensorProto, helper
-
-    from backends.onnx_runtime import onnx_elem_type
 
     elem = onnx_elem_type(case.dtype)
     h, d, layers = case.hidden_size, case.num_directions, case.num_layers
@@ -144,8 +154,28 @@ def build_spec_model(case: Case, options: SpecOptions = SpecOptions()) -> Any:
     return model
 
 
-def spec_backends() -> Iterator[Any]:
-    """`onnx-spec/<runtime>` columns: the hand-built model in every runtime."""
-    from backends.onnx_runtime import runtime_backends
+_MODELS: dict[str, bytes] = {}  # serialized models by structure and options, shared by every runtime
 
-    yield from runtime_backends("spec")
+
+@dataclass(frozen=True)
+class SpecSource(ModelSource):
+    """The spec-built model as a source; `options` other than the defaults plant a bug (tests only)."""
+
+    options: SpecOptions = field(default_factory=SpecOptions)
+    name = "spec"
+
+    def prepared(self, case: Case, weights: Weights) -> Prepared:
+        key = f"spec{self.options.tag}:{case.structure}:{case.enforce_sorted}"
+        if key not in _MODELS:
+            try:
+                _MODELS[key] = build_spec_model(case, self.options).SerializeToString()
+            except Exception as error:  # onnx.checker refusing the spec graph (a dtype, say)
+                raise UnsupportedCase(f"onnx.checker: {first_line(error)}") from error
+        return Prepared(key, _MODELS[key], spec_weights(case, weights, self.options), {})
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "opset": SPEC_OPSET,
+            "form": "GRU op (chain per layer)",
+            "linear_before_reset": self.options.linear_before_reset,
+        }
