@@ -108,7 +108,7 @@ def test_weights_to_inputs_refuses_a_folded_parameter() -> None:
         weights_to_inputs(helper.make_model(graph), ["weight_ih_l0", "weight_hh_l0"])
 
 
-@pytest.mark.e2e  # a private cache root: every export is a fresh `python -m backends.onnx_export`
+@pytest.mark.e2e  # a private cache root: every export is a fresh `python -m backends.onnx.source_<exporter>`
 def test_second_run_exports_nothing(tmp_path: Path) -> None:
     cases = [DENSE, Case(**{**DENSE.as_dict(), "seed": 3})]  # one signature
     first = ModelStore(tmp_path)
@@ -120,7 +120,7 @@ def test_second_run_exports_nothing(tmp_path: Path) -> None:
     assert second.stats.count == {}
 
 
-@pytest.mark.e2e  # a private cache root: every export is a fresh `python -m backends.onnx_export`
+@pytest.mark.e2e  # a private cache root: every export is a fresh `python -m backends.onnx.source_<exporter>`
 def test_dynamo_export_is_the_same_first_or_after_others(tmp_path: Path) -> None:
     """The torch.export-based exporter keeps state in-process; our exports must not depend on history."""
     others = [Case(input_size=4, hidden_size=2, num_layers=2, bidirectional=True), PACKED]
