@@ -27,9 +27,11 @@ from conformance.contract import Backend, Preparing
 from conformance.engine import ORACLE, check
 from conformance.environment import environment
 from conformance.pipeline import Reference
+from conformance.probing import probe
 from conformance.records import (
     BACKEND,
     END,
+    PROBE,
     RESULT,
     CrossDeviceResult,
     Result,
@@ -63,6 +65,7 @@ class ConformanceRun:
     verdicts: Counter[str] = field(default_factory=Counter)
     reference: Reference = ORACLE  # or stored vectors (--vectors)
     rerun_args: tuple[str, ...] = ()  # options a rerun command needs besides backend, case and reference
+    probes: dict[str, str] = field(default_factory=dict)  # --explain: backend -> what its probe found
 
     def prepare(self, items: list[pytest.Item]) -> None:
         """Let backends that build models up front (ONNX exports) build all they will need at once, in parallel."""
@@ -161,6 +164,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=f"HTML report rendered at the end (default: {DEFAULT_REPORT}, under the current directory)",
     )
     group.addoption("--no-report", action="store_true", help="don't render the HTML report")
+    group.addoption(
+        "--explain",
+        action="store_true",
+        help="after the run, rerun each failing case with one field changed at a time (within the matrix's "
+        "values) on the same backend, to find which single changes make the failure pass",
+    )
+    group.addoption(
+        "--explain-budget",
+        type=int,
+        default=40,
+        metavar="N",
+        help="--explain runs at most N extra cases per failing backend (default: 40)",
+    )
     group.addoption(
         "--vectors",
         default=None,
@@ -398,6 +414,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         for p in run.results_path.parent.glob(f"{run.results_path.stem}.gw*{run.results_path.suffix}")
     }
     merge_worker_files(run.results_path, workers)
+    if session.config.option.explain:
+        _explain(session.config, run)
     counts = Counter(r["verdict"] for r in read_records(run.results_path) if r["kind"] == RESULT)
     run.verdicts = counts
     end = ResultsWriter(run.results_path, run.writer.run_id)
@@ -412,6 +430,30 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     end.close()
     if not session.config.option.no_report:
         session.config.stash[REPORT_KEY] = _render_report(session.config, run.results_path)
+
+
+def _explain(config: pytest.Config, run: ConformanceRun) -> None:
+    """`--explain`: probe the one-field neighbours of each backend's failing cases; one `probe` record each."""
+    failing: dict[str, list[Case]] = {}
+    for record in read_records(run.results_path):
+        if record["kind"] == RESULT and record["verdict"] == Verdict.FAIL.value:
+            failing.setdefault(record["backend"], []).append(Case.from_dict(record["case"]))
+    opt = config.option
+    dimensions = matrix.load(Path(opt.matrix) if opt.matrix else matrix.DEFAULT_MATRIX)["dimensions"]
+    writer = ResultsWriter(run.results_path, run.writer.run_id)
+    for backend in run.backends:
+        if backend.name not in failing:
+            continue
+        found = probe(
+            backend.name,
+            failing[backend.name],
+            dimensions,
+            lambda case, b=backend: check(b, case, run.reference, run.registry, run.precision),  # type: ignore[misc]
+            config.option.explain_budget,
+        )
+        run.probes[backend.name] = found.describe()
+        writer.write({"kind": PROBE, **found.as_dict()})
+    writer.close()
 
 
 def _render_report(config: pytest.Config, results: Path) -> str:
@@ -440,16 +482,19 @@ COLUMNS = (
 HEADINGS = ("pass", "fail", "error", "unexp", "conv", "known", "unsup", "skip")
 
 
-def summary_table(summaries: list[BackendSummary]) -> list[str]:
+def summary_table(summaries: list[BackendSummary], probes: dict[str, str] | None = None) -> list[str]:
     """One row of verdict counts per backend; under a backend that fails or checked nothing, why."""
     if not summaries:
         return []
+    probes = probes or {}
     width = max(len(s.backend) for s in summaries)
     lines = [f"{'backend':<{width}}  " + " ".join(f"{h:>5}" for h in HEADINGS)]
     for s in summaries:
         lines.append(f"{s.backend:<{width}}  " + " ".join(f"{s.counts[v.value] or '.':>5}" for v in COLUMNS))
         if s.failing or s.ran == 0:
             lines.append(f"  {s.line()}")
+        if s.backend in probes:
+            lines.append(f"  {probes[s.backend]}")
     return lines
 
 
@@ -458,7 +503,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if run is None or run.worker != "main":
         return
     terminalreporter.section("GRU conformance")
-    for line in summary_table(summarize(read_records(run.results_path)) if run.results_path.exists() else []):
+    summaries = summarize(read_records(run.results_path)) if run.results_path.exists() else []
+    for line in summary_table(summaries, run.probes):
         terminalreporter.write_line(line)
     counts = ", ".join(f"{n} {v}" for v, n in sorted(run.verdicts.items())) or "no results"
     terminalreporter.write_line(f"verdicts: {counts}")

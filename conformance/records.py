@@ -9,6 +9,7 @@ One file holds records of five kinds, each a JSON object with a "kind" key:
   backend       once per backend per process: its notes (versions, precision, export facts)
   result        one per (case, backend), written the moment it finishes
   cross_device  one per (case, device pair): the same backend on CPU and GPU compared directly
+  probe         with --explain, one per failing backend: its failing cases' one-field neighbours
   end           once, when the run finishes; a file without it is partial
 Readers ignore kinds they don't know and a truncated last line, so a crash loses
 nothing already written.
@@ -34,8 +35,9 @@ ENVIRONMENT = "environment"
 BACKEND = "backend"
 RESULT = "result"
 CROSS_DEVICE = "cross_device"
+PROBE = "probe"
 END = "end"
-KINDS = (ENVIRONMENT, BACKEND, RESULT, CROSS_DEVICE, END)
+KINDS = (ENVIRONMENT, BACKEND, RESULT, CROSS_DEVICE, PROBE, END)
 
 # What a failing check means: "shape" and "dtype" (the backend returned the wrong
 # kind of thing), "arithmetic" (numbers differ beyond tolerance), "convention"
