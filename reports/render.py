@@ -7,7 +7,6 @@ demand, so a run with `--no-report` never loads them.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -16,9 +15,20 @@ from pathlib import Path
 from typing import Any
 
 from conformance import divergences
+from conformance.schema import clobbers
 from reports import html, plots
 from reports.load import HEADLINE_PACKAGES, SEVERITY, Merged, Run, load
-from reports.summary import STATUSES, Change, cells, compare, cross_device_cells, features, summary, write_summary
+from reports.summary import (
+    STATUSES,
+    Change,
+    cells,
+    compare,
+    cross_device_cells,
+    features,
+    read_summary,
+    summary,
+    write_summary,
+)
 
 
 @dataclass
@@ -127,6 +137,12 @@ def render(
     """Render `output` (HTML) and its JSON summary from one or more results files."""
     started = time.perf_counter()
     paths = [Path(p) for p in results]
+    summary_path = summary_json or default_summary_path(output)
+    inputs: list[tuple[str, Path | None]] = [("a results file", p) for p in paths]
+    inputs += [("the --compare summary", compare_to), ("the --divergences registry", registry)]
+    clashes = clobbers([("the report", output), ("the summary", summary_path)], inputs)
+    if clashes:
+        raise ValueError("refusing to overwrite an input: " + "; ".join(clashes))
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"results file(s) not found: {', '.join(missing)}")
@@ -137,7 +153,7 @@ def render(
     data = summary(merged, rows, table, cross)
     changes: list[Change] = []
     if compare_to is not None:
-        changes = compare(json.loads(Path(compare_to).read_text(encoding="utf-8")), data)
+        changes = compare(read_summary(Path(compare_to)), data)
 
     counts = Counter(e.verdict for e in merged.entries)
     families: dict[str, list[Any]] = {}
@@ -172,6 +188,5 @@ def render(
     page = html.render_page(context)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(page, encoding="utf-8")
-    summary_path = summary_json or default_summary_path(output)
     write_summary(data, summary_path)
     return Rendered(output, summary_path, merged.partial, changes, time.perf_counter() - started)
