@@ -153,7 +153,7 @@ def unmatchable(registry: list[Divergence], domain: Mapping[str, Iterable[Any]],
                     f"(known: {', '.join(known)})"
                 )
         for name, values in entry.when.items():
-            have = list(domain.get(name, ()))
+            have = sorted(domain.get(name, ()))  # one field's values share a type
             for value in values:
                 if value not in have:
                     listed = ", ".join(repr(v) for v in have)

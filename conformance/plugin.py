@@ -65,6 +65,7 @@ class ConformanceRun:
     reference: Reference = ORACLE  # or stored vectors (--vectors)
     rerun_args: tuple[str, ...] = ()  # options a rerun command needs besides backend, case and reference
     limit: TimeLimit = field(default_factory=TimeLimit)  # --case-timeout
+    warnings: list[str] = field(default_factory=list)  # shown in the terminal summary (registry, prepare)
 
     def prepare(self, items: list[pytest.Item]) -> list[str]:
         """Let backends that build models up front (ONNX exports) build all they will need at once, in parallel.
@@ -302,7 +303,8 @@ def _oversized(cases: list[Case]) -> None:
 
 
 def _warn_unmatchable(config: pytest.Config, run: ConformanceRun) -> None:
-    """Registry entries (or parts of them) that can never match in this run: a warning each, by id."""
+    """Registry entries (or parts of them) that can never match in this run: a warning each, by id, shown
+    at the end with the verdicts (pytest's own warnings would point at this file, not the registry)."""
     opt = config.option
     domain: dict[str, set[Any]] = {name: {getattr(c, name) for c in run.cases} for name in CASE_FIELD_NAMES}
     try:
@@ -313,7 +315,7 @@ def _warn_unmatchable(config: pytest.Config, run: ConformanceRun) -> None:
     families = set(selection.entry_point_families()) | {b.family for b in run.backends}
     families |= {re.split(r"[\[/]", b.name, maxsplit=1)[0] for b in run.backends}
     for message in divergences.unmatchable(run.registry, domain, families):
-        config.issue_config_time_warning(pytest.PytestWarning(f"{opt.divergences}: {message}"), stacklevel=2)
+        run.warnings.append(f"{opt.divergences}: {message}")
 
 
 def _build_run(config: pytest.Config) -> ConformanceRun:
@@ -439,7 +441,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     run = session.config.stash.get(RUN_KEY, None)
     if run is not None and run.worker == "main" and session.items:
         for problem in run.prepare(session.items):
-            session.config.issue_config_time_warning(pytest.PytestWarning(problem), stacklevel=2)
+            run.warnings.append(problem)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -527,6 +529,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if run is None or run.worker != "main":
         return
     terminalreporter.section("GRU conformance")
+    for warning in run.warnings:
+        terminalreporter.write_line(f"warning: {warning}", yellow=True)
     counts = ", ".join(f"{n} {v}" for v, n in sorted(run.verdicts.items())) or "no results"
     terminalreporter.write_line(f"verdicts: {counts}")
     terminalreporter.write_line(f"results: {run.results_path}")

@@ -323,10 +323,9 @@ def read_records(path: Path) -> Iterator[dict[str, Any]]:
 
     Each record is checked against its kind's schema, so a hand-edited or foreign file is refused
     with the line and field at fault instead of failing somewhere in the report."""
+    schema.regular_file(path, "results file", RecordError)
     try:
         handle = path.open(encoding="utf-8")
-    except IsADirectoryError:
-        raise RecordError(f"{path}: is a directory, not a results file") from None
     except OSError as error:
         raise RecordError(f"{path}: can't read this results file: {error.strerror or error}") from None
     with handle:

@@ -13,6 +13,7 @@ the shared vocabulary. No numerical imports: the records layer and the reports u
 from __future__ import annotations
 
 import json
+import stat
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -136,21 +137,41 @@ def one_of(where: Where, value: Any, field: str, choices: Iterable[Any]) -> Any:
     return value
 
 
-def read_text(path: Path, what: str, error: type[SchemaError] = SchemaError) -> str:
-    """A file's text; missing, a directory, unreadable or not UTF-8 is an error that names the file."""
+MAX_TEXT_BYTES = 256 * 2**20  # far above any matrix, registry or summary this suite writes
+
+
+def regular_file(path: Path, what: str, error: type[SchemaError] = SchemaError) -> int:
+    """The size of a regular file; missing, a directory or a device (`/dev/zero` would be read forever) is an error."""
     try:
-        return path.read_text(encoding="utf-8")
+        info = path.stat()
     except FileNotFoundError:
         raise error(f"{path}: {what} not found") from None
-    except IsADirectoryError:
-        raise error(f"{path}: is a directory, not a {what}") from None
+    except OSError as problem:
+        raise error(f"{path}: can't read this {what}: {problem.strerror or problem}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise error(f"{path}: is a directory, not a {what}")
+    if not stat.S_ISREG(info.st_mode):
+        raise error(f"{path}: not a regular file; expected a {what}")
+    return info.st_size
+
+
+def read_text(path: Path, what: str, error: type[SchemaError] = SchemaError, limit: int = MAX_TEXT_BYTES) -> str:
+    """A file's text; missing, a directory, a device, too large, unreadable or not UTF-8 is an error naming it."""
+    size = regular_file(path, what, error)
+    if size > limit:
+        raise error(f"{path}: {size} bytes, more than a {what} can be ({limit})")
+    try:
+        with path.open("rb") as handle:
+            blob = handle.read(limit + 1)
+    except OSError as problem:
+        raise error(f"{path}: can't read this {what}: {problem.strerror or problem}") from None
+    try:
+        return blob.decode("utf-8")
     except UnicodeDecodeError as problem:
         raise error(
             f"{path}: not a text file (byte 0x{problem.object[problem.start]:02x} at offset {problem.start} is not "
             f"UTF-8); expected a {what}"
         ) from None
-    except OSError as problem:
-        raise error(f"{path}: can't read this {what}: {problem.strerror or problem}") from None
 
 
 def read_toml(path: Path, what: str, error: type[SchemaError] = SchemaError) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from conformance import divergences
-from conformance.schema import clobbers
+from conformance.schema import clobbers, regular_file
 from reports import html, plots
 from reports.load import HEADLINE_PACKAGES, SEVERITY, Merged, Run, load
 from reports.summary import (
@@ -143,9 +143,8 @@ def render(
     clashes = clobbers([("the report", output), ("the summary", summary_path)], inputs)
     if clashes:
         raise ValueError("refusing to overwrite an input: " + "; ".join(clashes))
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(f"results file(s) not found: {', '.join(missing)}")
+    for path in paths:
+        regular_file(path, "results file")  # missing, a directory or a device: refused, naming it
     merged = load(paths)
     rows = features(merged.entries)
     table = cells(merged, rows)

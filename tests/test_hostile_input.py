@@ -28,6 +28,7 @@ from conformance.data import case_data, make_inputs, make_weights
 from conformance.engine import check
 from conformance.records import RESULT, read_records
 from conformance.time_limit import TimeLimit
+from conformance.vectors import load_case, verify, write_outputs
 from conformance.vectors.__main__ import main as vectors_main
 from conformance.vectors.store import MANIFEST, check_integrity, load_manifest
 from conformance.verdict import Verdict
@@ -369,6 +370,25 @@ def test_a_symlink_out_and_a_huge_declared_size_are_refused_before_reading(tmp_p
     assert problems == [f"{x}: case {case_id}: resolves to /dev/zero, outside the vectors directory {vectors}"]
 
 
+def test_an_output_file_that_is_a_device_or_too_large_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    manifest = load_manifest(SMOKE_VECTORS)
+    case_id = next(iter(manifest.cases))
+    folder = tmp_path / "outputs" / case_id
+    folder.mkdir(parents=True)
+    (folder / "output.npy").symlink_to("/dev/zero")
+    (folder / "h_n.npy").write_bytes(bytes(10**7))
+    first = verify(manifest, tmp_path / "outputs", [case_id])[0]
+    assert (
+        first.verdict == Verdict.ERROR
+        and first.reason == f"{folder / 'output.npy'}: case {case_id}: not a regular file"
+    )
+    (folder / "output.npy").unlink()
+    write_outputs(tmp_path / "outputs", manifest.cases[case_id].case, load_case(manifest, case_id)[2])
+    (folder / "h_n.npy").write_bytes(bytes(10**7))
+    second = verify(manifest, tmp_path / "outputs", [case_id])[0]
+    assert second.verdict == Verdict.ERROR and "10000000 bytes, more than this case's output can take" in second.reason
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -402,6 +422,7 @@ def test_malformed_manifests_name_the_entry_and_field(tmp_path: Path, change, me
         ("[tiers]\nx = 1", "unknown key(s) tiers; valid keys: dimensions, smoke"),
         (b"\x00\x9f\x92\x96", "not a text file (byte 0x9f at offset 1 is not UTF-8); expected a matrix file"),
         ("DIRECTORY", "is a directory, not a matrix file"),
+        ("DEVICE", "not a regular file; expected a matrix file"),
     ],
 )
 def test_malformed_matrix_files_name_file_and_field(tmp_path: Path, content: str | bytes, message: str) -> None:
@@ -409,6 +430,8 @@ def test_malformed_matrix_files_name_file_and_field(tmp_path: Path, content: str
     dims = matrix.DEFAULT_MATRIX.read_text().split("# Smoke:")[0]
     if content == "DIRECTORY":
         path.mkdir()
+    elif content == "DEVICE":  # /dev/zero would be read until memory runs out
+        path.symlink_to("/dev/zero")
     elif isinstance(content, bytes):
         path.write_bytes(content)
     else:
@@ -559,3 +582,15 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path: Path) -> None:
     ):
         run = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert run.returncode == 2 and run.stderr.startswith("error: ") and clean(run), (args, run.stderr)
+
+
+def test_the_registry_knows_every_check_name_the_comparison_makes() -> None:
+    """`checks` patterns are validated against CHECK_NAMES; a name compare makes but the list lacks would be refused."""
+    from conformance.compare import compare
+    from conformance.engine import oracle_reference
+    from conformance.records import CHECK_NAMES
+    from conformance.tolerance import derive
+
+    _, inputs, expected = oracle_reference(CASE)
+    names = {c.name for c in compare(CASE, expected, expected, derive(CASE), inputs.lengths)}
+    assert names == set(CHECK_NAMES)
