@@ -232,7 +232,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         metavar="DIR",
         help="take cases and expected values from stored vectors (e.g. fixtures/vectors/pairwise) instead of "
-        "the live oracle; --case selects among them, --tier/--seed/--matrix are ignored",
+        "the live oracle; --case selects among them, --tier and --matrix are ignored, --seed is refused",
     )
 
 
