@@ -17,6 +17,7 @@ from conformance.divergences import Divergence
 from conformance.oracle import gru_reference
 from conformance.pipeline import Reference, attempt, judge, relabel
 from conformance.records import Result, rerun_command
+from conformance.time_limit import NO_LIMIT, TimeLimit
 from conformance.tolerance import derive
 from conformance.verdict import Verdict
 
@@ -38,9 +39,10 @@ def check(
     registry: list[Divergence] | None = None,
     precision: str = "strict",
     rerun_args: Sequence[str] = (),
+    limit: TimeLimit = NO_LIMIT,
 ) -> Result:
     """`rerun_args` are the run's options a rerun needs besides backend, case and reference
-    (`--backend-module`, a non-default `--divergences`)."""
+    (`--backend-module`, a non-default `--divergences`); `limit` is the per-case time limit."""
     result = Result(
         case=case,
         backend=backend.name,
@@ -54,7 +56,7 @@ def check(
     started = time.perf_counter()
     weights, inputs, expected = reference.load(case)
     reference_s = time.perf_counter() - started
-    tried = attempt(backend, case, weights, inputs)
+    tried = attempt(backend, case, weights, inputs, limit)
     result.timing = {"reference_s": reference_s, **tried.timing}
     if tried.output is None:
         result.verdict, result.reason = tried.verdict or Verdict.ERROR, tried.reason
