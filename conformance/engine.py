@@ -13,12 +13,13 @@ from conformance.case import Case
 from conformance.contract import Backend
 from conformance.data import GruOutput, Inputs, Weights, case_data
 from conformance.diagnosis import diagnose_failure
-from conformance.divergences import Divergence
+from conformance.divergences import Divergence, Reproduces
 from conformance.oracle import gru_reference
 from conformance.pipeline import Reference, attempt, judge, relabel
 from conformance.records import Result, rerun_command
 from conformance.time_limit import NO_LIMIT, TimeLimit
 from conformance.tolerance import derive
+from conformance.variants import reproduces
 from conformance.verdict import Verdict
 
 
@@ -67,7 +68,7 @@ def check(
         result.tolerance = tolerance.as_dict()
         result.verdict, result.checks, result.reason = judged.verdict, judged.checks, judged.reason
         result.timing["compare_s"] = time.perf_counter() - started
-    relabel(result, registry or [])
+    relabel(result, registry or [], _variant_test(case, weights, inputs, expected, tried.output, result))
     if result.verdict == Verdict.FAIL and tried.output is not None and _numbers_differ(result):
         started = time.perf_counter()
         diagnosis = diagnose_failure(case, weights, inputs, expected, tried.output, tolerance.atol)
@@ -75,6 +76,16 @@ def check(
         result.reason += f"\n{diagnosis.describe()}"
         result.timing["diagnose_s"] = time.perf_counter() - started
     return result
+
+
+def _variant_test(
+    case: Case, weights: Weights, inputs: Inputs, expected: GruOutput, actual: GruOutput | None, result: Result
+) -> Reproduces | None:
+    """For registry entries bounded by a semantic variant: does that variant reproduce this output?"""
+    if actual is None or result.tolerance is None:
+        return None
+    atol = result.tolerance["atol"]
+    return lambda variant_id: reproduces(variant_id, case, weights, inputs, actual, atol, expected)
 
 
 def _numbers_differ(result: Result) -> bool:

@@ -25,7 +25,7 @@ from conformance.case import Case
 from conformance.compare import compare, verdict_of
 from conformance.contract import Availability, Backend, UnsupportedCase, first_line
 from conformance.data import GruOutput, Inputs, Weights, fresh
-from conformance.divergences import Divergence, match
+from conformance.divergences import Divergence, Reproduces, match
 from conformance.dtypes import FORMATS
 from conformance.records import Check, Result
 from conformance.time_limit import NO_LIMIT, TimeLimit, capture
@@ -187,14 +187,20 @@ def judge(
     return Judgement(verdict_of(checks), checks, "\n".join(c.message for c in checks if not c.passed))
 
 
-def relabel(result: Result, registry: list[Divergence]) -> None:
-    """Apply the known-divergence registry: a matching failure becomes `known_divergence`, a matching pass
-    becomes `unexpected_pass` (a fixed upstream bug must be noticed). Other verdicts stay what they are."""
+def relabel(result: Result, registry: list[Divergence], reproduces: Reproduces | None = None) -> None:
+    """Apply the known-divergence registry: a matching failure no larger than the entry says becomes
+    `known_divergence`; a larger one stays a failure and says which entry it didn't fit; a matching pass
+    becomes `unexpected_pass` (a fixed upstream bug must be noticed). Other verdicts stay what they are.
+    `reproduces(variant_id)` answers for entries bounded by a semantic variant."""
     entry = match(registry, result.backend, result.case)
     if entry is None:
         return
     failing = [c.name for c in result.failing_checks]
     if result.verdict in (Verdict.FAIL, Verdict.CONVENTION, Verdict.ERROR) and entry.explains(failing):
+        why = entry.misfit(result, reproduces)
+        if why is not None:
+            result.reason += f"\nnot the known divergence {entry.id}: {why}"
+            return
         result.divergence = entry.id
         result.reason = f"known divergence {entry.id}: {entry.reason}\n{result.reason}"
         result.verdict = Verdict.KNOWN_DIVERGENCE

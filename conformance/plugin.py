@@ -46,6 +46,7 @@ from conformance.records import (
 )
 from conformance.schema import clobbers
 from conformance.time_limit import TimeLimit, capture
+from conformance.variants import VARIANTS
 from conformance.vectors import VectorsError, VectorsReference, check_integrity
 from conformance.verdict import Verdict
 
@@ -372,7 +373,9 @@ def _build_run(config: pytest.Config) -> ConformanceRun:
             cases = matrix.cases(opt.tier, seed, Path(opt.matrix) if opt.matrix else matrix.DEFAULT_MATRIX)
         cases = sharding.select(cases, sharding.parse(opt.shard) if opt.shard else None)
         backends = selection.select(_split(opt.backends), opt.device, opt.backend_module, opt.precision)
-        registry = divergences.load(Path(opt.divergences) if opt.divergences else divergences.DEFAULT_REGISTRY)
+        registry = divergences.load(
+            Path(opt.divergences) if opt.divergences else divergences.DEFAULT_REGISTRY, variants=VARIANTS
+        )
     except (
         CaseError,
         matrix.MatrixError,

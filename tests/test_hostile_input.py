@@ -82,12 +82,16 @@ def test_a_backends_string_is_refused_instead_of_matching_every_backend(suite, t
         ("when = { seq_len = ['5'] }", "when.seq_len[0]: expected an integer >= 1, got '5' (a string)"),
         ("when = { colour = [1] }", "'when' names unknown case field(s) colour"),
         ("upstream = 5", "upstream: expected a link (string), got 5 (an integer)"),
-        ("backends2 = []", "unknown key(s) backends2; valid keys: backends, checks, id, reason, upstream, when"),
+        (
+            "backends2 = []",
+            "unknown key(s) backends2; valid keys: backends, checks, error_contains, error_level, id, max_headroom, "
+            "reason, upstream, variant, when",
+        ),
     ],
 )
 def test_malformed_registries_name_file_entry_and_field(tmp_path: Path, text: str, message: str) -> None:
     registry = tmp_path / "divergences.toml"
-    entry = '[[divergence]]\nid = "x"\nbackends = ["torch[*]"]\nreason = "r"\n'
+    entry = '[[divergence]]\nid = "x"\nbackends = ["torch[*]"]\nreason = "r"\nmax_headroom = 10\n'
     registry.write_text(text if text.startswith(("divergence =", "[[")) else entry + text + "\n")
     with pytest.raises(divergences.RegistryError) as raised:
         divergences.load(registry)
@@ -98,8 +102,8 @@ def test_malformed_registries_name_file_entry_and_field(tmp_path: Path, text: st
 def test_registry_entries_that_can_never_match_are_warned_about_by_id(suite, tmp_path: Path) -> None:
     registry = tmp_path / "divergences.toml"
     registry.write_text(
-        '[[divergence]]\nid = "typo-family"\nbackends = ["torhc[*]"]\nreason = "r"\n'
-        '[[divergence]]\nid = "value-not-in-matrix"\nbackends = ["planted-*"]\nwhen = { seq_len = [7] }\nreason = "r"\n'
+        '[[divergence]]\nid = "typo-family"\nbackends = ["torhc[*]"]\nreason = "r"\nmax_headroom = 10\n'
+        '[[divergence]]\nid = "value-not-in-matrix"\nbackends = ["planted-*"]\nwhen = { seq_len = [7] }\nreason = "r"\nmax_headroom = 10\n'
     )
     run = suite(*PLANTED, "--divergences", str(registry))
     assert run.returncode == 1 and clean(run)  # the planted failures are not hidden by either entry
