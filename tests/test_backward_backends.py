@@ -119,7 +119,7 @@ def test_backends_that_cannot_differentiate_or_hold_a_parameter_are_unsupported(
     nnx = check_backward(backend("flax-nnx"), Case(3, 4))
     assert nnx.verdict == Verdict.UNSUPPORTED and "b_hn" in nnx.reason  # the structural refusal, as in forward
     pytest.importorskip("onnxruntime")
-    from backends.onnx_spec import spec_backends
+    from backends.onnx.columns import spec_backends
 
     ort = next(b for b in spec_backends() if b.name == "onnx-spec/ort[cpu]")
     result = check_backward(ort, Case(3, 4))
