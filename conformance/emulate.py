@@ -18,9 +18,11 @@ Correct kernels still differ in what they store between two states:
   between them and the new state runs in float32;
 * fused (cuDNN, XLA with excess precision): everything between two states is float32.
 
-and in how they write the update: PyTorch's n + z (h - n) or the oracle's (1 - z) n + z h.
-The eager kernels round the most, so they make the largest errors (measured: see README,
-"How tolerances are derived"); the tolerance takes the larger of the two eager forms.
+and in how they write the rest: the update as PyTorch's n + z (h - n) or the oracle's
+(1 - z) n + z h, sigmoid as one function or composed from exp, add and divide (NumPy),
+b_hr and b_hz kept apart or folded into the input bias (one-bias cells). The eager kernels
+round the most, so they make the largest errors; `conformance.tolerance` takes two of them
+(`emulated_kernels`) and the README ("How tolerances are derived") has the measurements.
 """
 
 from __future__ import annotations
@@ -88,11 +90,16 @@ class Kernel(Arithmetic):
         return self.round(a @ w.T, self.accumulate)
 
     def _gemm(self, a: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """A GEMM adding the bias in its accumulator (the epilogue) and storing the result."""
-        return self.round(self.round(self.dot(a, w) + b, self.accumulate), self.projections)
+        """A GEMM adding the bias in its accumulator (the epilogue) and storing the result.
+
+        The accumulator's own rounding of the sum is the first step of `rounded` (float32,
+        then the stored format), so one call does both.
+        """
+        return self.round(self.dot(a, w) + b, self.projections)
 
     def _stored(self, value: np.ndarray) -> np.ndarray:
-        return self.round(self.round(value, self.compute), self.elementwise)
+        """An elementwise result, computed in `compute` (rounded there: `rounded` passes through float32) and stored."""
+        return self.round(value, self.elementwise)
 
     def project(self, xs: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
         return self._gemm(xs, w, b)

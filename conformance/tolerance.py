@@ -6,22 +6,23 @@ The derivation (README, "How tolerances are derived", has the measurements behin
 * `conformance.emulate` computes the case the way a correct 16-bit kernel does: inputs,
   weights and states in the dtype, dot products accumulated in float32, elementwise math
   in float32, every stored tensor rounded to the dtype. E is the largest |emulated -
-  oracle| over output and h_n, over three designs that each stand for real libraries
+  oracle| over output and h_n, over two designs that stand for real libraries
   (`emulated_kernels`; the first reproduces PyTorch on CPU bit for bit).
 * E is floored at u_io * max|expected| (u_io = 2**-8 for bfloat16, 2**-11 for float16):
   storing the exact answer in the dtype errs up to that, and on a case with a handful of
   outputs the emulated maximum can fall below it by luck.
 * atol = SAFETY * max(E, floor). SAFETY is how far other correct implementations' errors
-  spread above that estimate, measured: real backends up to 1.68x (smoke and pairwise,
-  seeds 0-3), 256 other correct designs (each kind of intermediate stored in the dtype or
-  kept in float32, either update form, sigmoid direct or composed, bias in the GEMM's
-  epilogue or added after it, biases folded or not) up to 2.02x on the same cases and
-  up to 2.63x on 300 random full-tier cases (24 designs each; the largest spreads are on
-  cases with a handful of outputs). SAFETY = 3 is that worst spread rounded up.
-  On the matrix this is 3-10x tighter than the first-order model below (which allowed
-  0.14 headroom at most to any real backend); a GRU accumulating its dot products in 16
-  bits fails once they are long (K ~ 1000: headroom 4-5); at the matrix's K <= 50 its
-  error is a correct kernel's, so no tolerance can tell them apart there.
+  spread above that estimate, measured: real backends up to 1.70x (smoke and pairwise,
+  seeds 0-3) and 2.31x (a 1/100 shard of the full tier's 16-bit cases); 256 other correct
+  designs (each kind of intermediate stored in the dtype or kept in float32, either update
+  form, sigmoid direct or composed, bias in the GEMM's epilogue or added after it, biases
+  folded or not) up to 2.02x on the smoke and pairwise cases and 2.63x on 300 random
+  full-tier cases (24 designs each). The largest spreads are on cases with a handful of
+  outputs, where a maximum over few elements is a lottery. SAFETY = 3 is the worst spread
+  rounded up. On the smoke and pairwise tiers that is 2.5-72x (median 7x) tighter than
+  the first-order model below; a GRU accumulating its dot products in 16 bits fails once
+  they are long (K ~ 1000: headroom about 4); at the matrix's K <= 50 its error is a
+  correct kernel's, so no tolerance can tell them apart there.
 
 float32 and float64: the first-order model, because an emulation does not bound them.
 A float64 emulation measured against a float64 oracle measures nothing; at float32 the
@@ -119,16 +120,14 @@ def error_gain(case: Case) -> float:
 def emulated_kernels(dtype: str) -> tuple[tuple[Kernel, bool], ...]:
     """(kernel, fold_biases) of the correct designs E is the largest error of.
 
-    Every one stores every tensor in the dtype (they round the most of all correct
-    designs) and each stands for a family of real implementations: PyTorch eager (bit
-    for bit on CPU); a one-bias cell with b_hr, b_hz folded into the input bias and the
-    update (1 - z) n + z h (Flax, Equinox); sigmoid composed as 1 / (1 + exp(-v)) of three
-    stored operations (NumPy, the ONNX reference evaluator).
+    Both store every tensor in the dtype (they round the most of all correct designs) and
+    each stands for real implementations: PyTorch eager (bit for bit on CPU), and NumPy's
+    way (the ONNX reference evaluator's): sigmoid composed as 1 / (1 + exp(-v)) from three
+    stored operations, b_hr and b_hz folded into the input bias, the update (1 - z) n + z h.
     """
     return (
         (eager(dtype, "float32", "torch"), False),
-        (eager(dtype, "float32", "oracle"), True),
-        (eager(dtype, "float32", "oracle", "composite"), False),
+        (eager(dtype, "float32", "oracle", "composite"), True),
     )
 
 

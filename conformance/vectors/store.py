@@ -43,7 +43,7 @@ PRECISIONS = ("strict", "default")
 TOLERANCE_FORMULA = {
     "emulated": "atol = safety * max(emulated_error, output_rounding); emulated_error = the largest |emulated - "
     "expected| over output and h_n of a correct kernel in the case dtype (float32 accumulation and elementwise "
-    "math, every stored tensor rounded to the dtype; three designs, conformance/emulate.py); output_rounding = "
+    "math, every stored tensor rounded to the dtype; two designs, conformance/emulate.py); output_rounding = "
     "unit_roundoff * max|expected|; each case records both",
     "first-order": "atol = safety * (store_roundings * unit_roundoff + sqrt(dot_length) * accumulate_roundoff) * "
     "gain; dot_length = max(input_size, hidden_size * num_directions if num_layers > 1 else 0) + hidden_size + 2; "
