@@ -32,7 +32,7 @@ from conformance.case import Case, CaseError
 from conformance.data import GruOutput, Inputs, Weights, param_names
 from conformance.dtypes import FORMATS, fmt
 from conformance.engine import oracle_reference
-from conformance.tolerance import LAMBDA, STORE_ROUNDINGS, derive
+from conformance.tolerance import EMULATED_DTYPES, FIRST_ORDER_FACTOR, SAFETY, STORE_ROUNDINGS, derive
 from conformance.vectors.npy import WRITE_DESCRS, NpyError, npy_bytes, read_npy
 
 SCHEMA = "gru-conformance-vectors"
@@ -41,12 +41,15 @@ MANIFEST = "manifest.json"
 INDEX = "index.txt"
 EXPECTED = ("expected_output", "expected_h_n")
 PRECISIONS = ("strict", "default")
-TOLERANCE_FORMULA = (
-    "atol = lambda * (store_roundings * unit_roundoff + sqrt(dot_length) * accumulate_roundoff) * gain; "
-    "dot_length = max(input_size, hidden_size * num_directions if num_layers > 1 else 0) + hidden_size + 2; "
-    "gain = the case's error gain, measured on the float64 oracle by Monte Carlo arithmetic "
-    "(conformance/tolerance.py); each case records it"
-)
+TOLERANCE_FORMULA = {
+    "emulated": "atol = safety * max(emulated_error, output_rounding); emulated_error = the largest |emulated - "
+    "expected| over output and h_n of a correct kernel in the case dtype (float32 accumulation and elementwise "
+    "math, every stored tensor rounded to the dtype; two designs, conformance/emulate.py); output_rounding = "
+    "unit_roundoff * max|expected|; each case records both",
+    "first-order": "atol = safety * (store_roundings * unit_roundoff + sqrt(dot_length) * accumulate_roundoff) * "
+    "gain; dot_length = max(input_size, hidden_size * num_directions if num_layers > 1 else 0) + hidden_size + 2; "
+    "gain = the case's error gain, measured on the float64 oracle by Monte Carlo arithmetic; each case records it",
+}
 
 
 class VectorsError(schema.SchemaError):
@@ -102,7 +105,8 @@ def tolerance_policy() -> dict[str, Any]:
                 "accumulate_format": t.accumulate_format,
             }
     return {
-        "lambda": LAMBDA,
+        "methods": {name: "emulated" if name in EMULATED_DTYPES else "first-order" for name in FORMATS},
+        "safety": {"emulated": SAFETY, "first-order": FIRST_ORDER_FACTOR},
         "store_roundings": STORE_ROUNDINGS,
         "formula": TOLERANCE_FORMULA,
         "verdict": "max |actual - expected| <= atol over valid positions and over h_n; padded positions "
@@ -110,7 +114,7 @@ def tolerance_policy() -> dict[str, Any]:
         "dtypes": dtypes,
         "precisions": {
             "strict": "TF32 off: float32 accumulates in float32",
-            "default": "float32 (and 16-bit formats' float32 accumulation) may run in TF32 on a GPU",
+            "default": "float32 GEMMs may run in TF32 on a GPU (16-bit operands are exact in TF32: unchanged)",
         },
         "source": "conformance/tolerance.py",
     }
