@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pytest
-from conformance.results import Result
+from conformance.records import Result
 from example_gru_backend.adapter import NumpyGru
 from planted_backends import Accumulates16, DroppedBhn, Rounds16, SwappedRZ
 
