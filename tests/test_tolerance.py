@@ -8,7 +8,6 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pytest
-from conformance.records import Result
 from example_gru_backend.adapter import NumpyGru
 from planted_backends import Accumulates16, DroppedBhn, Rounds16, SwappedRZ
 
@@ -19,6 +18,7 @@ from conformance.data import GruOutput, Inputs, Weights
 from conformance.dtypes import fmt, quantize
 from conformance.emulate import Kernel, eager, emulate, fused, fused_cell
 from conformance.engine import check
+from conformance.records import Result
 from conformance.tolerance import FIRST_ORDER_FACTOR, SAFETY, derive, emulated_error, error_gain, output_rounding
 
 LONG_BF16 = Case(2, 6, num_layers=2, batch=3, seq_len=260, lengths="sorted", initial_state=True, dtype="bfloat16")
