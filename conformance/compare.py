@@ -41,7 +41,7 @@ def name_index(case: Case, tensor: str, index: tuple[int, ...]) -> dict[str, Any
     return named
 
 
-def _structure_checks(tensor: str, expected: np.ndarray, actual: Any, dtype: str) -> list[Check]:
+def structure_checks(tensor: str, expected: np.ndarray, actual: Any, dtype: str) -> list[Check]:
     checks = []
     shape = tuple(getattr(actual, "shape", ()))
     ok = shape == expected.shape
@@ -54,7 +54,7 @@ def _structure_checks(tensor: str, expected: np.ndarray, actual: Any, dtype: str
     return checks
 
 
-def _numeric_check(
+def numeric_check(
     case: Case,
     name: str,
     tensor: str,
@@ -126,21 +126,21 @@ def compare(
     for tensor in ("output", "h_n"):
         exp = np.asarray(getattr(expected, tensor), dtype=np.float64)
         act = getattr(actual, tensor)
-        structure = _structure_checks(tensor, exp, act, case.dtype)
+        structure = structure_checks(tensor, exp, act, case.dtype)
         checks += structure
         if not structure[0].passed:
             continue
         act = np.asarray(act)
         if tensor == "h_n":
             checks.append(
-                _numeric_check(case, "h_n", "h_n", exp, act, np.ones(exp.shape, bool), tolerance.atol, "arithmetic")
+                numeric_check(case, "h_n", "h_n", exp, act, np.ones(exp.shape, bool), tolerance.atol, "arithmetic")
             )
             continue
         valid = valid_mask(case, lengths, exp.shape)
-        checks.append(_numeric_check(case, "output", "output", exp, act, valid, tolerance.atol, "arithmetic"))
+        checks.append(numeric_check(case, "output", "output", exp, act, valid, tolerance.atol, "arithmetic"))
         if case.packed:
             # PyTorch pads with exact zeros; anything else there is a convention difference.
-            checks.append(_numeric_check(case, "output.padding", "output", exp, act, ~valid, 0.0, "convention"))
+            checks.append(numeric_check(case, "output.padding", "output", exp, act, ~valid, 0.0, "convention"))
     return checks
 
 

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from conformance.case import Case
-from conformance.compare import _numeric_check, _structure_checks, name_index, valid_mask, verdict_of
+from conformance.compare import name_index, numeric_check, structure_checks, valid_mask, verdict_of
 from conformance.records import Check
 from conformance.tolerance_backward import BackwardTolerance
 from conformance.verdict import Verdict
@@ -95,7 +95,7 @@ def compare_gradients(
             continue
         name = check_name(tensor)
         exp = np.asarray(want, dtype=np.float64)
-        structure = _structure_checks(name, exp, actual[tensor], case.dtype)
+        structure = structure_checks(name, exp, actual[tensor], case.dtype)
         checks += structure
         if not structure[0].passed:
             continue
@@ -104,13 +104,13 @@ def compare_gradients(
         atol = tolerance.atol[tensor]
         if tensor != "x":
             checks.append(
-                _numeric_check(case, name, tensor, exp, act, np.ones(exp.shape, bool), atol, "arithmetic", names)
+                numeric_check(case, name, tensor, exp, act, np.ones(exp.shape, bool), atol, "arithmetic", names)
             )
             continue
         valid = valid_mask(case, lengths, exp.shape)
-        checks.append(_numeric_check(case, name, tensor, exp, act, valid, atol, "arithmetic", names))
+        checks.append(numeric_check(case, name, tensor, exp, act, valid, atol, "arithmetic", names))
         if case.packed:
-            checks.append(_numeric_check(case, name + ".padding", tensor, exp, act, ~valid, 0.0, "arithmetic", names))
+            checks.append(numeric_check(case, name + ".padding", tensor, exp, act, ~valid, 0.0, "arithmetic", names))
     checks += [_unexpected(tensor, expected) for tensor in actual if tensor not in expected]
     return checks
 

@@ -103,6 +103,22 @@ class Differentiable(Protocol):
     def run_backward(self, case: Case, weights: Weights, inputs: Inputs, cotangents: Cotangents) -> GradientTensors: ...
 
 
+def backward_refusal(backend: Backend) -> str | None:
+    """None for a `Differentiable` backend; else why it has no backward check (its `unsupported` reason).
+
+    An adapter whose library can't differentiate at all may say why in a `no_gradients` string
+    attribute (an ONNX inference runtime does); otherwise the reason names the missing method.
+    """
+    if isinstance(backend, Differentiable):
+        return None
+    why = getattr(backend, "no_gradients", None)
+    if isinstance(why, str) and why:
+        return f"{backend.name} does not differentiate: {why}"
+    return (
+        f"{backend.name} does not differentiate: its adapter has no run_backward (conformance.contract.Differentiable)"
+    )
+
+
 @runtime_checkable
 class Preparing(Protocol):
     """Optional: a backend that builds models ahead of `run` (ONNX exports) gets every case it

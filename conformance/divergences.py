@@ -1,8 +1,9 @@
 """The known-divergence registry (`conformance/declared/divergences.toml`, shipped in the package).
 
 An entry names backends (globs: only * and ? are wildcards), the case values it applies to, and the
-reason. A failing result that matches becomes `known_divergence`; a matching result
-that passes becomes `unexpected_pass`, so a fixed upstream bug is noticed.
+reason; optionally the quantity (forward or backward; without it, both). A failing result that
+matches becomes `known_divergence`; a matching result that passes becomes `unexpected_pass`, so a
+fixed upstream bug is noticed.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from conformance import schema
 from conformance.case import DTYPES, EXPORT_SHAPES, LENGTHS, Case
 from conformance.names import matches
-from conformance.records import CHECK_NAMES, Result
+from conformance.records import CHECK_NAMES, FORWARD, GRADIENT_CHECK_NAMES, GRADIENT_LAYERS, QUANTITIES, Result
 from conformance.verdict import Verdict
 
 # Package data, so an installed (non-editable) copy has it; `--divergences` overrides it.
@@ -28,7 +29,7 @@ CASE_FIELDS = {f.name for f in fields(Case)}
 # hide a new, larger bug in the same cases (a gate-order bug in keras-jax's float64 path is not
 # "tanh in float32").
 SIZE_KEYS = ("max_headroom", "error_level", "variant", "error_contains")
-ENTRY_KEYS = {"id", "backends", "when", "checks", "reason", "upstream", *SIZE_KEYS}
+ENTRY_KEYS = {"id", "backends", "when", "checks", "reason", "upstream", "quantity", *SIZE_KEYS}
 # Significand bits (with the implicit one) of the formats `error_level` can name: u = 2**-bits.
 FORMAT_BITS = {"float64": 53, "float32": 24, "tf32": 11, "float16": 11, "bfloat16": 8}
 
@@ -51,8 +52,11 @@ class Divergence:
     error_level: str | None = None  # as large as computing in this format: headroom <= u(format) / u(case dtype)
     variant: str | None = None  # only failures this semantic variant (conformance.variants) reproduces
     error_contains: str | None = None  # only `error` results (crashes) whose reason contains this text
+    quantity: str | None = None  # "forward" or "backward" results only; None: both
 
-    def applies(self, backend: str, case: Case) -> bool:
+    def applies(self, backend: str, case: Case, quantity: str = FORWARD) -> bool:
+        if self.quantity is not None and quantity != self.quantity:
+            return False
         if not any(matches(backend, pattern) for pattern in self.backends):
             return False
         return all(getattr(case, name) in values for name, values in self.when.items())
@@ -83,6 +87,9 @@ class Divergence:
             )
         if self.error_contains is not None:
             return f"it explains only error results whose reason contains {self.error_contains!r}"
+        structural = [c.name for c in result.failing_checks if c.kind in ("shape", "dtype")]
+        if structural and (self.max_headroom is not None or self.error_level is not None):
+            return f"it explains a size of numerical error ({self.size()}), and {', '.join(structural)} failed"
         worst = result.worst_headroom
         if self.max_headroom is not None and worst is not None and not worst <= self.max_headroom:
             return f"it explains headroom up to {self.max_headroom:g}, and the worst headroom here is {worst:.3g}"
@@ -106,6 +113,7 @@ class Divergence:
             "reason": self.reason,
             "upstream": self.upstream,
             "size": self.size(),
+            "quantity": self.quantity or "forward and backward",
         }
 
 
@@ -130,8 +138,13 @@ def _pattern(where: schema.Where, value: Any, field: str) -> str:
 
 def _check_name(where: schema.Where, value: Any, field: str) -> str:
     pattern = _pattern(where, value, field)
-    if not any(matches(name, pattern) for name in CHECK_NAMES):
-        raise where.fail(f"{pattern!r} matches no check; the checks are {', '.join(CHECK_NAMES)}", field)
+    if not any(matches(name, pattern) for name in (*CHECK_NAMES, *GRADIENT_CHECK_NAMES)):
+        raise where.fail(
+            f"{pattern!r} matches no check; the checks are {', '.join(CHECK_NAMES)}, and for gradients "
+            "grad <tensor> with its .shape and .dtype, for x, h0 and every state_dict parameter (layers 0 to "
+            f"{GRADIENT_LAYERS - 1}), and grad x.padding",
+            field,
+        )
     return pattern
 
 
@@ -172,6 +185,7 @@ def _entry(where: schema.Where, raw: dict[str, Any], variants: Collection[str] |
             size["variant"] = schema.one_of(where, raw["variant"], "variant", tuple(variants))
     if "error_contains" in raw:
         size["error_contains"] = schema.text(where, raw["error_contains"], "error_contains")
+    quantity = schema.one_of(where, raw["quantity"], "quantity", QUANTITIES) if "quantity" in raw else None
     return Divergence(
         id=raw["id"],
         backends=tuple(backends),
@@ -179,6 +193,7 @@ def _entry(where: schema.Where, raw: dict[str, Any], variants: Collection[str] |
         when=when,
         checks=tuple(checks),
         upstream=schema.text(where, raw["upstream"], "upstream", "a link (string)") if "upstream" in raw else "",
+        quantity=quantity,
         **size,
     )
 
@@ -211,17 +226,27 @@ def load(path: Path = DEFAULT_REGISTRY, variants: Collection[str] | None = None)
     return entries
 
 
-def unmatchable(registry: list[Divergence], domain: Mapping[str, Iterable[Any]], families: Iterable[str]) -> list[str]:
+def unmatchable(
+    registry: list[Divergence],
+    domain: Mapping[str, Iterable[Any]],
+    families: Iterable[str],
+    quantities: Collection[str] = QUANTITIES,
+) -> list[str]:
     """Parts of entries that can never match in this run, one message each, by entry id.
 
     `domain` holds each case field's values in the selected matrix (plus any `--case`), `families`
-    every backend family known here. A backend pattern whose family part (before `/` or `[`)
+    every backend family known here, `quantities` what the run checks (`--quantity`). A backend pattern whose family part (before `/` or `[`)
     matches no family, or a `when` value the matrix doesn't have, is dead weight at best and a
     typo at worst: warned about, since the entry may be right for another matrix or machine.
     """
     known = sorted(set(families))
     messages = []
     for entry in registry:
+        if entry.quantity is not None and entry.quantity not in quantities:
+            messages.append(
+                f"divergence entry {entry.id!r}: quantity = {entry.quantity!r}, and this run checks only "
+                f"{' and '.join(quantities)} (--quantity)"
+            )
         for pattern in entry.backends:
             family = re.split(r"[\[/]", pattern, maxsplit=1)[0]
             if not any(matches(name, family or "*") for name in known):
@@ -241,5 +266,5 @@ def unmatchable(registry: list[Divergence], domain: Mapping[str, Iterable[Any]],
     return messages
 
 
-def match(registry: list[Divergence], backend: str, case: Case) -> Divergence | None:
-    return next((d for d in registry if d.applies(backend, case)), None)
+def match(registry: list[Divergence], backend: str, case: Case, quantity: str = FORWARD) -> Divergence | None:
+    return next((d for d in registry if d.applies(backend, case, quantity)), None)

@@ -4,6 +4,10 @@
     judge    compare with expected values     -> pass / fail / convention, with the checks behind it
     relabel  the known-divergence registry    -> known_divergence / unexpected_pass
 
+The backward check takes the same steps: `attempt_backward` (the same refusals, time limit and
+contract checks around `run_backward`; a backend that isn't `Differentiable` is unsupported),
+then `conformance.compare_backward.judge_gradients`, then `relabel`.
+
 This is where "unsupported is not failed and failed is not hidden" is decided: the
 backend's own refusal becomes `unsupported`, the comparison decides pass, fail or
 convention, and the registry can only relabel, never hide, a difference. The oracle
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,8 +27,8 @@ import numpy as np
 
 from conformance.case import Case
 from conformance.compare import compare, verdict_of
-from conformance.contract import Availability, Backend, UnsupportedCase, first_line
-from conformance.data import GruOutput, Inputs, Weights, fresh
+from conformance.contract import Availability, Backend, Differentiable, UnsupportedCase, backward_refusal, first_line
+from conformance.data import Cotangents, GruOutput, Inputs, Weights, fresh
 from conformance.divergences import Divergence, Reproduces, match
 from conformance.dtypes import FORMATS
 from conformance.records import Check, Result
@@ -38,22 +42,26 @@ class Reference:
     """Where expected values come from, and what a rerun command needs to use it again.
 
     `name` is recorded with every result ("oracle", or the vectors directory);
-    `load` gives a case's weights, inputs and expected output.
+    `load` gives a case's weights, inputs and expected output; `load_backward` the backward
+    check's cotangents and expected gradients (None: this reference holds none, e.g. vectors
+    written before gradients were stored), or None for a case it holds none for.
     """
 
     name: str
     load: Callable[[Case], tuple[Weights, Inputs, GruOutput]]
     rerun_args: tuple[str, ...] = ()
+    load_backward: Callable[[Case], tuple[Cotangents, dict[str, np.ndarray]] | None] | None = None
 
 
 @dataclass
 class Attempt:
     """What asking one backend for one case gave: an output, or the verdict that replaces one."""
 
-    verdict: Verdict | None  # None when the backend ran and returned an output
+    verdict: Verdict | None  # None when the backend ran and returned an output (or gradients)
     output: GruOutput | None = None
     reason: str = ""
     timing: dict[str, float] = field(default_factory=dict)
+    gradients: dict[str, np.ndarray] | None = None  # what `run_backward` returned, by name
 
     @property
     def ran(self) -> bool:
@@ -103,6 +111,28 @@ def refusal(backend: Backend, case: Case) -> Attempt | None:
 NUMERIC_DTYPES = {f.numpy for f in FORMATS.values()}
 
 
+def _as_array(what: str, name: str, item: Any) -> tuple[np.ndarray | None, str]:
+    """One returned tensor as a numpy array, or why it breaks the contract (`what` returned it: run, run_backward)."""
+    if isinstance(item, np.ndarray):
+        array = item
+    elif hasattr(item, "__array__"):
+        try:
+            array = np.asarray(item)
+        except Exception as error:
+            return None, (
+                f"{what} returned {name} as {_kind(item)}, which numpy can't convert without loss "
+                f"({first_line(error)}); return a numpy array in the case dtype"
+            )
+    else:
+        return None, (
+            f"{what} returned {name} as {_kind(item)}; expected a numpy array (or an array that converts to one "
+            "without loss: anything with __array__)"
+        )
+    if array.dtype.kind not in "biuf" and array.dtype not in NUMERIC_DTYPES:
+        return None, f"{what} returned {name} as an array of {array.dtype}; expected real numbers"
+    return array, ""
+
+
 def as_output(value: Any) -> tuple[GruOutput | None, str]:
     """The backend's answer as numpy arrays, or why it breaks the contract (the reason of an `error`).
 
@@ -114,26 +144,58 @@ def as_output(value: Any) -> tuple[GruOutput | None, str]:
         return None, f"run returned {_kind(value)}; expected GruOutput(output=..., h_n=...)"
     arrays: dict[str, np.ndarray] = {}
     for name in ("output", "h_n"):
-        item = getattr(value, name)
-        if isinstance(item, np.ndarray):
-            array = item
-        elif hasattr(item, "__array__"):
-            try:
-                array = np.asarray(item)
-            except Exception as error:
-                return None, (
-                    f"run returned {name} as {_kind(item)}, which numpy can't convert without loss "
-                    f"({first_line(error)}); return a numpy array in the case dtype"
-                )
-        else:
-            return None, (
-                f"run returned {name} as {_kind(item)}; expected a numpy array (or an array that converts to one "
-                "without loss: anything with __array__)"
-            )
-        if array.dtype.kind not in "biuf" and array.dtype not in NUMERIC_DTYPES:
-            return None, f"run returned {name} as an array of {array.dtype}; expected real numbers"
+        array, problem = _as_array("run", name, getattr(value, name))
+        if array is None:
+            return None, problem
         arrays[name] = array
     return GruOutput(**arrays), ""
+
+
+def as_gradients(value: Any) -> tuple[dict[str, np.ndarray] | None, str]:
+    """`run_backward`'s answer as numpy arrays by name, or why it breaks the contract (as `as_output`).
+
+    Which names it should hold is the judge's business (a missing or unexpected gradient is a named
+    failing check); here only the kind of thing: a mapping of names to arrays."""
+    if not isinstance(value, Mapping):
+        return (
+            None,
+            f"run_backward returned {_kind(value)}; expected a mapping of names (x, h0, state_dict names) to arrays",
+        )
+    arrays: dict[str, np.ndarray] = {}
+    for name, item in value.items():
+        if not isinstance(name, str):
+            return None, f"run_backward returned a gradient keyed {name!r} ({_kind(name)}); expected names (str)"
+        array, problem = _as_array("run_backward", name, item)
+        if array is None:
+            return None, problem
+        arrays[name] = array
+    return arrays, ""
+
+
+def _limited(backend: Backend, case: Case, limit: TimeLimit, what: str, call: Callable[[], Any]) -> tuple[Any, Attempt]:
+    """`call()`, the backend's `what` (run, run_backward), held to the per-case time limit: its value and an
+    `Attempt` holding its time, or None and the `Attempt` that replaces it (a refusal, a crash, the limit)."""
+    started = time.perf_counter()
+    outcome = limit.call(backend.name, case.id if what == "run" else f"{case.id} ({what})", call)
+    timing = {"backend_s": time.perf_counter() - started}
+    if outcome.hung_on is not None:
+        return None, Attempt(
+            Verdict.ERROR,
+            reason=f"not run: this backend's run on case {outcome.hung_on} exceeded the per-case time limit of "
+            f"{limit.seconds:g} s (--case-timeout) and is still running in the background",
+        )
+    if outcome.timed_out:
+        return None, Attempt(
+            Verdict.ERROR,
+            reason=f"{what} exceeded the per-case time limit of {limit.seconds:g} s (--case-timeout); an in-process "
+            "call can't be stopped, so it goes on in a background thread and this backend's later cases are not run",
+            timing=timing,
+        )
+    if isinstance(outcome.error, UnsupportedCase):
+        return None, Attempt(Verdict.UNSUPPORTED, reason=str(outcome.error))
+    if outcome.error is not None:  # a backend crash is a result, not a crash of the suite
+        return None, Attempt(Verdict.ERROR, reason=_crash(outcome.error, what), timing=timing)
+    return outcome.value, Attempt(None, timing=timing)
 
 
 def attempt(backend: Backend, case: Case, weights: Weights, inputs: Inputs, limit: TimeLimit = NO_LIMIT) -> Attempt:
@@ -146,30 +208,39 @@ def attempt(backend: Backend, case: Case, weights: Weights, inputs: Inputs, limi
     if refused is not None:
         return refused
     mine = fresh(weights, inputs)
-    started = time.perf_counter()
-    outcome = limit.call(backend.name, case.id, lambda: backend.run(case, *mine))
-    timing = {"backend_s": time.perf_counter() - started}
-    if outcome.hung_on is not None:
-        return Attempt(
-            Verdict.ERROR,
-            reason=f"not run: this backend's run on case {outcome.hung_on} exceeded the per-case time limit of "
-            f"{limit.seconds:g} s (--case-timeout) and is still running in the background",
-        )
-    if outcome.timed_out:
-        return Attempt(
-            Verdict.ERROR,
-            reason=f"run exceeded the per-case time limit of {limit.seconds:g} s (--case-timeout); an in-process call "
-            "can't be stopped, so it goes on in a background thread and this backend's later cases are not run",
-            timing=timing,
-        )
-    if isinstance(outcome.error, UnsupportedCase):
-        return Attempt(Verdict.UNSUPPORTED, reason=str(outcome.error))
-    if outcome.error is not None:  # a backend crash is a result, not a crash of the suite
-        return Attempt(Verdict.ERROR, reason=_crash(outcome.error, "run"), timing=timing)
-    output, problem = as_output(outcome.value)
-    if output is None:
-        return Attempt(Verdict.ERROR, reason=problem, timing=timing)
-    return Attempt(None, output, timing=timing)
+    value, tried = _limited(backend, case, limit, "run", lambda: backend.run(case, *mine))
+    if not tried.ran:
+        return tried
+    tried.output, problem = as_output(value)
+    if tried.output is None:
+        return Attempt(Verdict.ERROR, reason=problem, timing=tried.timing)
+    return tried
+
+
+def attempt_backward(
+    backend: Backend,
+    case: Case,
+    weights: Weights,
+    inputs: Inputs,
+    cotangents: Cotangents,
+    limit: TimeLimit = NO_LIMIT,
+) -> Attempt:
+    """`attempt` for the backward check: the same refusals, copies, time limit and contract checks around
+    `run_backward`. A backend that isn't `Differentiable` is `unsupported`, saying why."""
+    refused = refusal(backend, case)
+    if refused is not None:
+        return refused
+    if not isinstance(backend, Differentiable):
+        return Attempt(Verdict.UNSUPPORTED, reason=backward_refusal(backend) or "")
+    mine = fresh(weights, inputs)
+    seeds = Cotangents(output=np.array(cotangents.output, copy=True), h_n=np.array(cotangents.h_n, copy=True))
+    value, tried = _limited(backend, case, limit, "run_backward", lambda: backend.run_backward(case, *mine, seeds))
+    if not tried.ran:
+        return tried
+    tried.gradients, problem = as_gradients(value)
+    if tried.gradients is None:
+        return Attempt(Verdict.ERROR, reason=problem, timing=tried.timing)
+    return tried
 
 
 @dataclass
@@ -192,7 +263,7 @@ def relabel(result: Result, registry: list[Divergence], reproduces: Reproduces |
     `known_divergence`; a larger one stays a failure and says which entry it didn't fit; a matching pass
     becomes `unexpected_pass` (a fixed upstream bug must be noticed). Other verdicts stay what they are.
     `reproduces(variant_id)` answers for entries bounded by a semantic variant."""
-    entry = match(registry, result.backend, result.case)
+    entry = match(registry, result.backend, result.case, result.quantity)
     if entry is None:
         return
     failing = [c.name for c in result.failing_checks]

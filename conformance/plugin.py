@@ -26,15 +26,18 @@ import pytest
 from conformance import cross_device, divergences, matrix, selection, sharding, time_limit
 from conformance.backend_summary import BackendSummary, summarize
 from conformance.case import Case, CaseError
-from conformance.contract import Availability, Backend, Preparing, first_line
-from conformance.engine import ORACLE, check
+from conformance.contract import Availability, Backend, Differentiable, Preparing, first_line
+from conformance.engine import ORACLE, check, check_backward
 from conformance.environment import environment
 from conformance.pipeline import Reference
 from conformance.probing import probe
 from conformance.records import (
     BACKEND,
+    BACKWARD,
     END,
+    FORWARD,
     PROBE,
+    QUANTITIES,
     RESULT,
     CrossDeviceResult,
     Result,
@@ -56,6 +59,11 @@ PACKAGE_DIR = Path(__file__).resolve().parent  # holds the conformance test modu
 CASE_FIELD_NAMES = tuple(f.name for f in fields(Case))
 RUN_KEY = pytest.StashKey["ConformanceRun"]()
 REPORT_KEY = pytest.StashKey[str]()  # where the report went, for the terminal summary
+# `--quantity`: what the run checks. Each test function checks one quantity; one that --quantity leaves
+# out is parametrized with a single NOT_SELECTED placeholder, which collection then deselects.
+QUANTITY_CHOICES = {"forward": (FORWARD,), "backward": (BACKWARD,), "both": QUANTITIES}
+QUANTITY_OF_TEST = {"test_gru": FORWARD, "test_gru_backward": BACKWARD, "test_cross_device": FORWARD}
+NOT_SELECTED = "not-selected-by---quantity"
 
 
 @dataclass
@@ -76,6 +84,7 @@ class ConformanceRun:
     probes: dict[str, str] = field(default_factory=dict)  # --explain: backend -> what its probe found
     limit: TimeLimit = field(default_factory=TimeLimit)  # --case-timeout
     warnings: list[str] = field(default_factory=list)  # shown in the terminal summary (registry, prepare)
+    quantities: tuple[str, ...] = QUANTITIES  # --quantity: forward, backward or both
 
     def prepare(self, items: list[pytest.Item]) -> list[str]:
         """Let backends that build models up front (ONNX exports) build all they will need at once, in parallel.
@@ -85,8 +94,16 @@ class ConformanceRun:
         wanted: dict[str, list[Case]] = {}
         for item in items:
             params = getattr(item, "callspec", None)
-            if params is not None and {"case", "backend"} <= set(params.params):
-                wanted.setdefault(params.params["backend"].name, []).append(params.params["case"])
+            if params is None or not {"case", "backend"} <= set(params.params) or not params.params["backend"]:
+                continue
+            backend = params.params["backend"]
+            if QUANTITY_OF_TEST.get(getattr(item, "originalname", "")) == BACKWARD and not isinstance(
+                backend, Differentiable
+            ):
+                continue  # its backward check is refused before any model is built
+            cases = wanted.setdefault(backend.name, [])
+            if params.params["case"] not in cases:  # the forward and the backward test share a case
+                cases.append(params.params["case"])
         problems = []
         for backend in self.backends:
             if isinstance(backend, Preparing) and wanted.get(backend.name):
@@ -127,13 +144,15 @@ class ConformanceRun:
             }
         )
 
-    def check(self, backend: Backend, case: Case) -> Result:
-        """One (backend, case) result, written before it is returned: exactly one record, whatever happens."""
+    def check(self, backend: Backend, case: Case, quantity: str = FORWARD) -> Result:
+        """One (backend, case, quantity) result, written before it is returned: exactly one record, whatever
+        happens. `quantity` forward checks the outputs (`engine.check`), backward the gradients (`check_backward`)."""
         if backend.name not in self.described:
             self.described.add(backend.name)
             self.describe(backend)
+        checker = check_backward if quantity == BACKWARD else check
         try:
-            result = check(
+            result = checker(
                 backend, case, self.reference, self.registry, self.precision, self.rerun_args, limit=self.limit
             )
         except KeyboardInterrupt:
@@ -146,9 +165,12 @@ class ConformanceRun:
                 device=backend.device,
                 verdict=Verdict.ERROR,
                 reason=f"the check itself failed: {first_line(error)}",
-                rerun=rerun_command(case, backend.name, self.precision, [*self.rerun_args, *self.reference.rerun_args]),
+                rerun=rerun_command(
+                    case, backend.name, self.precision, [*self.rerun_args, *self.reference.rerun_args], quantity
+                ),
                 precision=self.precision,
                 reference=self.reference.name,
+                quantity=quantity,
             )
         self.writer.write(result.as_record())
         self.verdicts[result.verdict.value] += 1
@@ -190,6 +212,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "'torch[cpu]'; default: every installed family",
     )
     group.addoption("--tier", default="pairwise", help=f"case tier: {', '.join(matrix.TIERS)} (default: pairwise)")
+    group.addoption(
+        "--quantity",
+        default="both",
+        choices=tuple(QUANTITY_CHOICES),
+        help="what to check: forward (outputs, test_gru), backward (gradients of a fixed loss against the float64 "
+        "backpropagation oracle, test_gru_backward) or both (default)",
+    )
     group.addoption(
         "--case", action="append", default=None, metavar="CASE_ID", help="run exactly this case id (overrides --tier)"
     )
@@ -353,7 +382,7 @@ def _warn_unmatchable(config: pytest.Config, run: ConformanceRun) -> None:
         pass  # --case and --vectors runs don't need the matrix; a tier run has already loaded it
     families = set(selection.entry_point_families()) | {b.family for b in run.backends}
     families |= {re.split(r"[\[/]", b.name, maxsplit=1)[0] for b in run.backends}
-    for message in divergences.unmatchable(run.registry, domain, families):
+    for message in divergences.unmatchable(run.registry, domain, families, run.quantities):
         run.warnings.append(f"{opt.divergences}: {message}")
 
 
@@ -418,6 +447,7 @@ def _build_run(config: pytest.Config) -> ConformanceRun:
                     "device": opt.device,
                     "precision": opt.precision,
                     "backends": [b.name for b in backends],
+                    "quantity": opt.quantity,
                     "matrix": str(opt.matrix or matrix.DEFAULT_MATRIX),
                     "shard": opt.shard,
                     "vectors": opt.vectors,
@@ -438,6 +468,7 @@ def _build_run(config: pytest.Config) -> ConformanceRun:
         reference=reference,
         rerun_args=_rerun_args(opt),
         limit=TimeLimit(opt.case_timeout),
+        quantities=QUANTITY_CHOICES[opt.quantity],
     )
 
 
@@ -485,7 +516,7 @@ def _vectors_cases(root: str, case_ids: list[str] | None) -> tuple[list[Case], R
     problems = check_integrity(manifest, [case.id for case in cases])
     if problems:
         raise pytest.UsageError("--vectors: the vectors failed their integrity check:\n" + "\n".join(problems))
-    return cases, Reference(root, stored, ("--vectors", root))
+    return cases, Reference(root, stored, ("--vectors", root), load_backward=stored.gradients)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -556,21 +587,46 @@ class _XdistHooks:
             node.workerinput["conformance_run_id"] = run.writer.run_id
 
 
+def _not_selected(metafunc: pytest.Metafunc, run: ConformanceRun, names: tuple[str, str]) -> bool:
+    """A test function whose quantity `--quantity` leaves out gets one placeholder, deselected at collection."""
+    quantity = QUANTITY_OF_TEST.get(metafunc.definition.originalname)
+    if quantity is None or quantity in run.quantities:
+        return False
+    metafunc.parametrize(names, [pytest.param(None, None, id=NOT_SELECTED)])
+    return True
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if not _is_conformance_module(metafunc.definition.path):
         return  # another suite's `case` and `backend` are its own business
     if {"case", "backend"} <= set(metafunc.fixturenames):
         run = activate(metafunc.config)
+        if _not_selected(metafunc, run, ("case", "backend")):
+            return
         pairs = [(case, backend) for case in run.cases for backend in run.backends]
         metafunc.parametrize(("case", "backend"), pairs, ids=[f"{b.name}-{c.id}" for c, b in pairs])
     if {"case", "device_pair"} <= set(metafunc.fixturenames):
         run = activate(metafunc.config)
+        if _not_selected(metafunc, run, ("case", "device_pair")):
+            return
         device_pairs = cross_device.pairs(run.backends)
         params = [pytest.param(case, pair, id=f"{pair.id}-{case.id}") for case in run.cases for pair in device_pairs]
         if not params:  # one clear skip instead of pytest's "got empty parameter set"
             skip = pytest.mark.skip(reason="cross-device: no backend is selected on both the CPU and a GPU here")
             params = [pytest.param(None, None, id="no-device-pair", marks=skip)]
         metafunc.parametrize(("case", "device_pair"), params)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect the placeholders of test functions whose quantity `--quantity` leaves out."""
+    dropped = [
+        item
+        for item in items
+        if getattr(getattr(item, "callspec", None), "id", None) == NOT_SELECTED and _is_conformance_module(item.path)
+    ]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if item not in dropped]
 
 
 @pytest.fixture
@@ -612,7 +668,8 @@ def _explain(config: pytest.Config, run: ConformanceRun) -> None:
     """`--explain`: probe the one-field neighbours of each backend's failing cases; one `probe` record each."""
     failing: dict[str, list[Case]] = {}
     for record in read_records(run.results_path):
-        if record["kind"] == RESULT and record["verdict"] == Verdict.FAIL.value:
+        forward = record.get("quantity", FORWARD) == FORWARD  # the probe reruns the forward check
+        if record["kind"] == RESULT and record["verdict"] == Verdict.FAIL.value and forward:
             failing.setdefault(record["backend"], []).append(Case.from_dict(record["case"]))
     opt = config.option
     dimensions = matrix.load(Path(opt.matrix) if opt.matrix else matrix.DEFAULT_MATRIX)["dimensions"]
@@ -659,17 +716,18 @@ HEADINGS = ("pass", "fail", "error", "unexp", "conv", "known", "unsup", "skip")
 
 
 def summary_table(summaries: list[BackendSummary], probes: dict[str, str] | None = None) -> list[str]:
-    """One row of verdict counts per backend; under a backend that fails or checked nothing, why."""
+    """One row of verdict counts per backend and quantity (`torch[cpu] (backward)`); under a row that fails or
+    checked nothing, why."""
     if not summaries:
         return []
     probes = probes or {}
-    width = max(len(s.backend) for s in summaries)
+    width = max(len(s.label) for s in summaries)
     lines = [f"{'backend':<{width}}  " + " ".join(f"{h:>5}" for h in HEADINGS)]
     for s in summaries:
-        lines.append(f"{s.backend:<{width}}  " + " ".join(f"{s.counts[v.value] or '.':>5}" for v in COLUMNS))
+        lines.append(f"{s.label:<{width}}  " + " ".join(f"{s.counts[v.value] or '.':>5}" for v in COLUMNS))
         if s.failing or s.ran == 0:
             lines.append(f"  {s.line()}")
-        if s.backend in probes:
+        if s.backend in probes and s.quantity == FORWARD:
             lines.append(f"  {probes[s.backend]}")
     return lines
 

@@ -7,7 +7,7 @@ the machinery that produced them.
 One file holds records of five kinds, each a JSON object with a "kind" key:
   environment   once per run (and per xdist worker): machine, versions, options
   backend       once per backend per process: its notes (versions, precision, export facts)
-  result        one per (case, backend), written the moment it finishes
+  result        one per (case, backend, quantity: forward or backward), written the moment it finishes
   cross_device  one per (case, device pair): the same backend on CPU and GPU compared directly
   probe         with --explain, one per failing backend: its failing cases' one-field neighbours
   end           once, when the run finishes; a file without it is partial
@@ -46,8 +46,29 @@ KINDS = (ENVIRONMENT, BACKEND, RESULT, CROSS_DEVICE, PROBE, END)
 # (padded positions hold values where PyTorch gives zeros: documented behaviour of
 # the backend's own API, not an arithmetic error).
 CHECK_KINDS = ("shape", "dtype", "arithmetic", "convention")
-# Every check a result can hold (conformance/compare.py makes them; the registry's `checks` name them).
+# Every check a forward result can hold (conformance/compare.py makes them; the registry's `checks` name them).
 CHECK_NAMES = ("output.shape", "output.dtype", "output", "output.padding", "h_n.shape", "h_n.dtype", "h_n")
+
+# What a result checks: the GRU's outputs, or its gradients (dL/d inputs and parameters for a fixed loss).
+FORWARD = "forward"
+BACKWARD = "backward"
+QUANTITIES = (FORWARD, BACKWARD)
+# Layers whose parameters' gradient checks a registry entry can name (conformance/compare_backward.py makes them).
+GRADIENT_LAYERS = 10
+
+
+def gradient_check_names(layers: int = GRADIENT_LAYERS) -> tuple[str, ...]:
+    """Every check a backward result can hold, for up to `layers` layers: `grad <tensor>` for x, h0 and each
+    state_dict parameter, with its `.shape` and `.dtype` checks, and `grad x.padding`."""
+    tensors = ["x", "h0"]
+    for layer in range(layers):
+        for suffix in ("", "_reverse"):
+            tensors += [f"{kind}_l{layer}{suffix}" for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+    names = [f"grad {t}{part}" for t in tensors for part in ("", ".shape", ".dtype")]
+    return (*names, "grad x.padding")
+
+
+GRADIENT_CHECK_NAMES = gradient_check_names()
 
 
 @dataclass
@@ -81,12 +102,18 @@ def worst_headroom(checks: list[Check]) -> float | None:
     return max(values) if values else None
 
 
-def rerun_command(case: Case, backend: str, precision: str = "strict", extra: Sequence[str] = ()) -> str:
+def rerun_command(
+    case: Case, backend: str, precision: str = "strict", extra: Sequence[str] = (), quantity: str | None = None
+) -> str:
     """One line that reruns exactly this case on this backend, whatever tier produced it.
 
     `extra` carries the options that made the backend, the reference or the verdict what it was
-    (`--backend-module`, a non-default `--divergences`, `--vectors DIR`)."""
-    parts = ["pytest", "conformance", "--backends", backend, "--case", case.id]
+    (`--backend-module`, a non-default `--divergences`, `--vectors DIR`); `quantity` (forward or
+    backward) makes it rerun that check alone."""
+    parts = ["pytest", "conformance", "--backends", backend]
+    if quantity is not None:
+        parts += ["--quantity", quantity]
+    parts += ["--case", case.id]
     if precision != "strict":
         parts += ["--precision", precision]
     return shlex.join([*parts, *extra])
@@ -110,6 +137,7 @@ class Result:
     precision: str = "strict"
     reference: str = "oracle"  # or the vectors directory the expected values came from
     diagnosis: dict[str, Any] | None = None  # the likely mistake behind a failure (conformance.diagnosis)
+    quantity: str = FORWARD  # what was checked: outputs (forward) or gradients (backward); one of QUANTITIES
 
     @property
     def worst_headroom(self) -> float | None:
@@ -138,6 +166,7 @@ class Result:
             "precision": self.precision,
             "reference": self.reference,
             "diagnosis": self.diagnosis,
+            "quantity": self.quantity,
         }
 
     @classmethod
@@ -157,6 +186,7 @@ class Result:
             precision=record.get("precision", "strict"),
             reference=record.get("reference", "oracle"),
             diagnosis=record.get("diagnosis"),
+            quantity=record.get("quantity", FORWARD),  # written before the backward check: forward
         )
 
 
@@ -289,6 +319,7 @@ _OPTIONAL: dict[str, dict[str, Any]] = {
         "timing": _TABLE,
         "worst_headroom": _optional(_headroom),
         "checks": _optional(lambda w, v, f: schema.list_of(w, v, f, _check_record, "a list of checks", False)),
+        "quantity": lambda w, v, f: schema.one_of(w, v, f, QUANTITIES),
     },
     CROSS_DEVICE: {
         "case": schema.table,

@@ -1,4 +1,7 @@
-"""Loading and merging results files: runs, columns and one entry per (column, case).
+"""Loading and merging results files: runs, columns and one entry per (column, case, quantity).
+
+The quantity is what a result checked: the outputs (forward) or the gradients (backward); a
+record written before the backward check has none and is forward.
 
 A column is a backend in one environment. Environments are told apart by what
 can change a number (OS, CPU, GPUs, Python, package versions, precision mode),
@@ -15,7 +18,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, overload
 
-from conformance.records import CROSS_DEVICE, read_records
+from conformance.records import CROSS_DEVICE, FORWARD, QUANTITIES, read_records
 from conformance.verdict import Verdict
 
 FLAKY = "flaky"
@@ -50,7 +53,8 @@ class Run:
             reasons.append("no end record (the run crashed or was interrupted)")
         if self.torn:
             reasons.append("the last line was cut off mid-write")
-        expected = self.options.get("cases", 0) * len(self.options.get("backends", []))
+        quantities = len(QUANTITIES) if self.options.get("quantity") == "both" else 1
+        expected = self.options.get("cases", 0) * len(self.options.get("backends", [])) * quantities
         if expected and self.results < expected:
             reasons.append(f"{self.results} of {expected} results recorded")
         return reasons
@@ -83,12 +87,13 @@ class DevicePair:
 
 @dataclass
 class Entry:
-    """A (column, case) with every time it was seen; more than one verdict makes it flaky."""
+    """A (column, case, quantity) with every time it was seen; more than one verdict makes it flaky."""
 
     column: str
     case_id: str
     case: dict[str, Any]
     seen: list[dict[str, Any]] = field(default_factory=list)
+    quantity: str = FORWARD  # forward (outputs) or backward (gradients)
 
     # Cached: an entry is complete once `load` returns, and the matrix asks each one many times.
     @cached_property
@@ -253,6 +258,7 @@ def load(paths: Sequence[Path]) -> Merged:
             elif kind == "result":
                 run.results += 1
                 meta = {k: record.get(k) for k in ("backend", "family", "device", "case_id")}
+                meta["quantity"] = record.get("quantity", FORWARD)
                 meta["case"] = case_dicts.setdefault(record["case_id"], record.get("case", {}))
                 raw_results.append((run, meta, _slim(record, run)))
             elif kind == CROSS_DEVICE:
@@ -287,13 +293,13 @@ def load(paths: Sequence[Path]) -> Merged:
             column.availability.append(record.get("availability", ""))
         run.backend_notes[record["backend"]] = notes
 
-    entries: dict[tuple[str, str], Entry] = {}
+    entries: dict[tuple[str, str, str], Entry] = {}
     for run, meta, slim in raw_results:
         column = column_for(run, meta)
-        key = (column.key, meta["case_id"])
-        if key not in entries:
-            entries[key] = Entry(column.key, meta["case_id"], meta["case"])
-        entries[key].seen.append(slim)
+        entry_key = (column.key, meta["case_id"], meta["quantity"])
+        if entry_key not in entries:
+            entries[entry_key] = Entry(column.key, meta["case_id"], meta["case"], quantity=meta["quantity"])
+        entries[entry_key].seen.append(slim)
 
     pairs: dict[str, DevicePair] = {}
     cross: dict[tuple[str, str], Entry] = {}

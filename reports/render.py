@@ -16,7 +16,7 @@ from typing import Any
 
 from conformance import divergences
 from conformance.backend_summary import summarize
-from conformance.records import RESULT
+from conformance.records import BACKWARD, FORWARD, RESULT
 from conformance.schema import clobbers, regular_file
 from reports import html, plots
 from reports.load import HEADLINE_PACKAGES, SEVERITY, Merged, Run, load
@@ -129,20 +129,30 @@ def _divergence_rows(merged: Merged, registry_path: Path | None) -> list[dict[st
 
 
 def backend_lines(merged: Merged) -> list[dict[str, str]]:
-    """Per column, one line that says what agrees, what doesn't and why (`conformance.backend_summary`),
-    computed from each case's most severe occurrence."""
+    """Per column and quantity, one line that says what agrees, what doesn't and why
+    (`conformance.backend_summary`), computed from each case's most severe occurrence; a column's
+    backward line (gradients) follows its forward one, labelled `torch[cpu] (backward)`."""
     labels = {c.key: c.backend + (f" ({c.env_label})" if c.env_label else "") for c in merged.columns}
     records = [
-        {**entry.worst, "kind": RESULT, "backend": entry.column, "case": entry.case, "verdict": _single(entry)}
+        {
+            **entry.worst,
+            "kind": RESULT,
+            "backend": entry.column,
+            "case": entry.case,
+            "verdict": _single(entry),
+            "quantity": entry.quantity,
+        }
         for entry in merged.entries
     ]
     lines = []
     for found in summarize(records):
         status = "fail" if found.failing else "nothing" if found.ran == 0 else "pass"
+        label = labels.get(found.backend, found.backend)
         lines.append(
             {
                 "column": found.backend,
-                "label": labels.get(found.backend, found.backend),
+                "quantity": found.quantity,
+                "label": label if found.quantity == FORWARD else f"{label} ({found.quantity})",
                 "text": found.line(),
                 "status": status,
             }
@@ -177,8 +187,9 @@ def render(
     merged = load(paths)
     rows = features(merged.entries)
     table = cells(merged, rows)
+    backward = cells(merged, rows, BACKWARD) if any(e.quantity == BACKWARD for e in merged.entries) else None
     cross = cross_device_cells(merged)
-    data = summary(merged, rows, table, cross)
+    data = summary(merged, rows, table, cross, backward)
     changes: list[Change] = []
     if compare_to is not None:
         changes = compare(read_summary(Path(compare_to)), data)
@@ -206,6 +217,8 @@ def render(
         "columns": merged.columns,
         "rows": rows,
         "table": table,
+        "has_forward": any(e.quantity == FORWARD for e in merged.entries) or backward is None,
+        "backward_table": backward,
         "cross_device": cross_rows,
         "divergences": _divergence_rows(merged, registry),
         "error_plot": plots.error_vs_length(merged),

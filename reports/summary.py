@@ -15,6 +15,7 @@ from typing import Any
 
 from conformance import schema
 from conformance.case import DTYPES, LENGTHS
+from conformance.records import BACKWARD, FORWARD
 from conformance.schema import SchemaError
 from conformance.verdict import Verdict
 from reports.load import FLAKY, Entry, Merged
@@ -141,10 +142,12 @@ def round_sig(value: float | None, digits: int = 3) -> float | None:
     return float(f"{value:.{digits}g}")
 
 
-def cells(merged: Merged, rows: list[Feature]) -> dict[str, dict[str, Cell]]:
-    """column key -> feature key -> cell."""
+def cells(merged: Merged, rows: list[Feature], quantity: str = FORWARD) -> dict[str, dict[str, Cell]]:
+    """column key -> feature key -> cell, over one quantity's results (forward: outputs; backward: gradients)."""
     table: dict[str, dict[str, Cell]] = {c.key: {f.key: Cell(Counter(), None) for f in rows} for c in merged.columns}
     for entry in merged.entries:
+        if entry.quantity != quantity:
+            continue
         headroom = entry.worst_headroom
         for feature in rows:
             if not feature.matches(entry.case):
@@ -157,6 +160,7 @@ def cells(merged: Merged, rows: list[Feature]) -> dict[str, dict[str, Cell]]:
 
 
 CROSS_DEVICE = "cross_device"  # the summary's key, and the feature a `--compare` line names
+BACKWARD_CELLS = BACKWARD  # the summary's key of the backward matrix (column -> feature -> cell)
 CROSS_DEVICE_LABEL = "cross-device (CPU vs GPU)"
 
 
@@ -177,8 +181,15 @@ def summary(
     rows: list[Feature],
     table: dict[str, dict[str, Cell]],
     cross: dict[str, Cell] | None = None,
+    backward: dict[str, dict[str, Cell]] | None = None,
 ) -> dict[str, Any]:
-    """The machine-readable twin of the matrix: same input, byte-identical output."""
+    """The machine-readable twin of the matrices: same input, byte-identical output. `cells` is the forward
+    matrix; `backward` the backward one (gradients), columns that ran no backward check left out."""
+    backward_cells = {
+        column: {key: cell.as_dict() for key, cell in row.items()}
+        for column, row in (backward or {}).items()
+        if any(cell.n or cell.counts for cell in row.values())
+    }
     return {
         "schema": SUMMARY_SCHEMA,
         "partial": merged.partial,
@@ -198,6 +209,7 @@ def summary(
         "cells": {column: {key: cell.as_dict() for key, cell in row.items()} for column, row in table.items()},
         # Pair key ("torch[cpu] vs torch[cuda]", "@ environment" when several) -> cell; `passed` = agreeing cases.
         CROSS_DEVICE: {key: cell.as_dict() for key, cell in sorted((cross or {}).items())},
+        BACKWARD_CELLS: backward_cells,
     }
 
 
@@ -237,6 +249,9 @@ def read_summary(path: Path) -> dict[str, Any]:
             _cell(where, cell, f"cells[{column!r}][{feature!r}]")
     for pair, cell in schema.table(where, data.get(CROSS_DEVICE, {}), CROSS_DEVICE).items():
         _cell(where, cell, f"{CROSS_DEVICE}[{pair!r}]")
+    for column, row in schema.table(where, data.get(BACKWARD_CELLS, {}), BACKWARD_CELLS).items():
+        for feature, cell in schema.table(where, row, f"{BACKWARD_CELLS}[{column!r}]").items():
+            _cell(where, cell, f"{BACKWARD_CELLS}[{column!r}][{feature!r}]")
     return data
 
 
@@ -291,15 +306,17 @@ def compare(old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
         raise ValueError(f"old summary has schema {old.get('schema')!r}; this renderer reads schema {SUMMARY_SCHEMA}")
     labels = {**old.get("features", {}), **new.get("features", {})}
     changes: list[Change] = []
-    old_cells, new_cells = old.get("cells", {}), new.get("cells", {})
-    for column in sorted(set(old_cells) | set(new_cells)):
-        before, after = old_cells.get(column, {}), new_cells.get(column, {})
-        for feature in sorted(set(before) | set(after)):
-            change = _cell_change(
-                column, feature, labels.get(feature, feature), before.get(feature), after.get(feature)
-            )
-            if change is not None:
-                changes.append(change)
+    # The backward matrix's columns read "torch[cpu] (backward)"; a summary from before it has no such key.
+    for key, suffix in (("cells", ""), (BACKWARD_CELLS, f" ({BACKWARD})")):
+        old_cells, new_cells = old.get(key, {}), new.get(key, {})
+        for column in sorted(set(old_cells) | set(new_cells)):
+            before, after = old_cells.get(column, {}), new_cells.get(column, {})
+            for feature in sorted(set(before) | set(after)):
+                change = _cell_change(
+                    column + suffix, feature, labels.get(feature, feature), before.get(feature), after.get(feature)
+                )
+                if change is not None:
+                    changes.append(change)
     # A summary from before the cross-device section has no such key: every pair then reads as added.
     old_pairs, new_pairs = old.get(CROSS_DEVICE, {}), new.get(CROSS_DEVICE, {})
     for pair in sorted(set(old_pairs) | set(new_pairs)):

@@ -9,6 +9,7 @@ so only the backward check can see it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -175,3 +176,8 @@ class GradientThroughPadding(AutogradGru):
 
 
 PLANTED = (DetachedH0, FoldedBiasOneSide, ReverseGradientIgnoresLengths, GradientThroughPadding)
+
+
+def detached_h0() -> Iterator[DetachedH0]:
+    """`--backend-module planted_backward:detached_h0`: the forward right, dL/dh0 zero."""
+    yield DetachedH0()

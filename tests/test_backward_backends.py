@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from backward_check import check_backward
 from planted_backward import (
     AutogradGru,
     DetachedH0,
@@ -37,6 +36,7 @@ from conformance.case import Case
 from conformance.compare import valid_mask
 from conformance.compare_backward import gradient_index
 from conformance.data import case_data, make_cotangents
+from conformance.engine import check_backward
 from conformance.oracle_backward import reference_gradients
 from conformance.records import Check, Result
 from conformance.verdict import Verdict
@@ -103,7 +103,7 @@ def test_backend_gradients_agree_with_the_oracle(family: str, base: Case, dtype:
     if case.packed:
         assert checks["grad x.padding"].passed and checks["grad x.padding"].max_abs == 0.0
     if family == "keras-jax" and dtype == "float64":
-        # keras-jax-float64-tanh-in-float32 (fixtures/divergences.toml) reaches the gradients too:
+        # keras-jax-float64-tanh-in-float32 (conformance/declared/divergences.toml) reaches the gradients too:
         # float32-sized errors, far above float64's tolerance, far below any real bug's.
         assert result.verdict == Verdict.FAIL, result.reason
         for check in result.failing_checks:
@@ -124,6 +124,7 @@ def test_backends_that_cannot_differentiate_or_hold_a_parameter_are_unsupported(
     ort = next(b for b in spec_backends() if b.name == "onnx-spec/ort[cpu]")
     result = check_backward(ort, Case(3, 4))
     assert result.verdict == Verdict.UNSUPPORTED and "does not differentiate" in result.reason, result.reason
+    assert "computes no gradients" in result.reason
 
 
 # --- 2. planted gradient bugs, caught and named

@@ -38,6 +38,11 @@ class OnnxColumn(BaseBackend):
         """`onnx-spec/ort[cpu]`: the base name with the runtime spliced in before the device column."""
         return super().name.replace("[", f"/{self.runtime.name}[", 1)
 
+    @property
+    def no_gradients(self) -> str:
+        """Why the backward check is unsupported here (`conformance.contract.backward_refusal`)."""
+        return self.runtime.no_gradients
+
     def availability(self) -> Availability:
         for module in ("onnx", *self.runtime.modules):
             try:

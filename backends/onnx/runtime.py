@@ -28,6 +28,8 @@ class Runtime(ABC):
 
     name: str
     modules: tuple[str, ...] = ()  # importable modules it needs besides onnx
+    # Why the backward check is unsupported in every ONNX column (conformance.contract.backward_refusal).
+    no_gradients: str = "an ONNX inference runtime runs the model's forward graph only; it computes no gradients"
 
     def devices(self) -> list[str]:
         """The devices this runtime can use here (a column per device); `cpu` always."""

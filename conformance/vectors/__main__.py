@@ -9,6 +9,7 @@ from pathlib import Path
 
 from conformance import matrix
 from conformance.case import Case, CaseError
+from conformance.records import BACKWARD, FORWARD, QUANTITIES
 from conformance.schema import clobbers, same_file
 from conformance.vectors.store import INDEX, MANIFEST, VectorsError, load_manifest, write
 from conformance.vectors.verify import Implementation, print_table, verify, write_results
@@ -59,6 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("outputs", type=Path, help="OUTPUTS/<case id>/output.npy and h_n.npy")
     v.add_argument("--case", action="append", default=None, metavar="CASE_ID", help="verify only this case")
     v.add_argument("--precision", choices=["strict", "default"], default="strict")
+    v.add_argument(
+        "--quantity",
+        choices=["forward", "backward", "both"],
+        default="both",
+        help="check the outputs (forward), the gradients grad_<name>.npy (backward; a case without them is "
+        "unsupported), or both (default)",
+    )
     v.add_argument("--name", default="external", help="the implementation's name in results and reports")
     v.add_argument("--family", default=None, help="its family (default: the name)")
     v.add_argument("--device", default="unknown", help="where it ran, e.g. cpu or cuda")
@@ -88,18 +96,19 @@ def main(argv: list[str] | None = None) -> int:
             print("error: refusing to overwrite an input: " + "; ".join(clashes), file=sys.stderr)
             return 2
     impl = Implementation(args.name, args.family or args.name, args.device)
+    quantities = {"forward": (FORWARD,), "backward": (BACKWARD,), "both": QUANTITIES}[args.quantity]
     started = time.perf_counter()
     try:
         manifest = load_manifest(args.vectors)
-        results = verify(manifest, args.outputs, args.case, args.precision, impl)
+        results = verify(manifest, args.outputs, args.case, args.precision, impl, quantities)
     except VectorsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print_table(results, sys.stdout)
     if args.results:
-        write_results(args.results, manifest, args.outputs, results, args.precision, impl)
+        write_results(args.results, manifest, args.outputs, results, args.precision, impl, args.quantity)
         print(f"results: {args.results}")
-    print(f"verified {len(results)} cases in {time.perf_counter() - started:.2f}s")
+    print(f"verified {len({r.case.id for r in results})} cases in {time.perf_counter() - started:.2f}s")
     return 1 if any(r.verdict.failing for r in results) else 0
 
 
