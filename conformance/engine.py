@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 from conformance.case import Case
-from conformance.contract import Backend
+from conformance.contract import Backend, compute_format
 from conformance.data import GruOutput, Inputs, Weights, case_data
 from conformance.diagnosis import diagnose_failure
 from conformance.divergences import Divergence
@@ -60,7 +60,7 @@ def check(
         result.verdict, result.reason = tried.verdict or Verdict.ERROR, tried.reason
     else:
         started = time.perf_counter()
-        tolerance = derive(case, precision)
+        tolerance = derive(case, precision, compute_format(backend, case))
         judged = judge(case, expected, tried.output, tolerance, inputs.lengths)
         result.tolerance = tolerance.as_dict()
         result.verdict, result.checks, result.reason = judged.verdict, judged.checks, judged.reason

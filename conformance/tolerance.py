@@ -53,7 +53,7 @@ PROBE = 2.0**-30  # far above float64 rounding, far below anything nonlinear
 @dataclass(frozen=True)
 class Tolerance:
     atol: float
-    unit_roundoff: float  # u_io, of the case dtype
+    unit_roundoff: float  # u_io, of the case dtype (or the narrower format a backend states it computes in)
     accumulate_roundoff: float  # u_acc
     accumulate_format: str  # "float64", "float32" or "tf32"
     dot_length: int  # K
@@ -84,13 +84,23 @@ def error_gain(case: Case) -> float:
     return float(f"{gain:.4g}")
 
 
-def derive(case: Case, precision: str = "strict") -> Tolerance:
-    """The absolute tolerance for one case; `precision="default"` allows TF32 for float32."""
+def derive(case: Case, precision: str = "strict", computes_in: str | None = None) -> Tolerance:
+    """The absolute tolerance for one case; `precision="default"` allows TF32 for float32.
+
+    `computes_in` is the format a backend states it really computes in (OpenVINO's
+    bfloat16 inference precision, read from the library). Under `--precision default` it
+    replaces the TF32 assumption for the cases that mode relaxes (all but float64): a
+    16-bit storage format rounds every stored value (u_io), accumulation stays float32.
+    Strict mode and float64 ignore it: there a narrower format is a finding, not an allowance.
+    """
     u_io = fmt(case.dtype).unit_roundoff
     accumulate = "float64" if case.dtype == "float64" else "float32"
     u_acc = fmt(accumulate).unit_roundoff
     if precision == "default" and accumulate == "float32":
-        accumulate, u_acc = "tf32", 2.0 ** -(TF32_MANTISSA_BITS + 1)
+        if computes_in in (None, "tf32"):
+            accumulate, u_acc = "tf32", 2.0 ** -(TF32_MANTISSA_BITS + 1)
+        else:  # values stored in the stated format between operations
+            u_io = max(u_io, fmt(computes_in).unit_roundoff)
     widest_input = max(case.input_size, case.hidden_size * case.num_directions if case.num_layers > 1 else 0)
     dot_length = widest_input + case.hidden_size + 2
     sigma = STORE_ROUNDINGS * u_io + math.sqrt(dot_length) * u_acc

@@ -1,0 +1,225 @@
+"""`torch.compile(nn.GRU)` with inductor: a different GRU implementation, verified compiled on every run.
+
+Why `allow_rnn`. Out of the box dynamo declines to wrap `nn.RNN`/`GRU`/`LSTM` ("Attempted
+to wrap RNN, GRU, or LSTM"), compiles nothing and runs the module eagerly without an error:
+a "compiled" column would compare PyTorch with itself. With
+`torch._dynamo.config.allow_rnn = True` dynamo traces `nn.GRU.forward`, and inductor
+lowers the recurrence into its own kernels (C++/OpenMP on the CPU, Triton on CUDA),
+unrolled over the time steps. The flag is process-global, so it is set around each call
+and restored.
+
+Verification. The compile backend is inductor's own entry point (`compile_fx`, what
+`backend="inductor"` calls), wrapped to record every graph it compiles (whether it holds
+the GRU op, its size, its compile time) and to count the calls of each. A run in which no
+compiled graph holding the GRU ran fell back to eager and never counts as this backend:
+when dynamo logged a graph break it is `unsupported`, quoting dynamo (packed input today:
+a data-dependent operator), otherwise an error.
+
+Compiling. One module per structure (`Case.structure`) on each device, each case's weights
+copied into its parameters, so new weights never recompile. `dynamic=False`: the time
+loop is unrolled, so every seq_len needs its own graph whatever dynamic says, and a static
+graph per (structure, batch, seq_len) keeps a case's kernels independent of which cases
+ran before it (automatic dynamic shapes would not). An `xother` case first calls the
+module at its export dims, so its own run must pass through dynamo's shape guards and
+recompile. `recompile_limit` is raised around each call: the suite compiles many
+structures through the one `GRU.forward` in a process, which a program compiling its one
+GRU never does; the verification above would still catch a fallback.
+
+Cache. Inductor's FX graph and AOTAutograd caches (on by default) live in
+`$GRU_CONFORMANCE_CACHE/inductor`, else `<repo>/.cache/inductor`, through
+`TORCHINDUCTOR_CACHE_DIR` unless the user set it; a second run compiles from the cache.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from backends.torch_eager import TorchGru, precision_scope, to_numpy, to_torch
+from conformance.case import Case
+from conformance.contract import UnsupportedCase
+from conformance.data import GruOutput, Inputs, Weights, case_data
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CACHE_ENV = "GRU_CONFORMANCE_CACHE"
+INDUCTOR_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
+RECOMPILE_LIMIT = 1024  # far above any tier's (structure, batch, seq_len) count per process
+
+
+def inductor_cache_dir() -> str:
+    """Where inductor caches: the user's `TORCHINDUCTOR_CACHE_DIR`, else ours under the suite's cache root."""
+    if INDUCTOR_CACHE_ENV in os.environ:
+        return os.environ[INDUCTOR_CACHE_ENV]
+    root = os.environ.get(CACHE_ENV)
+    return str((Path(root) if root else REPO_ROOT / ".cache") / "inductor")
+
+
+@dataclass
+class CompiledGraph:
+    """One graph inductor compiled: whether it holds the GRU, its size, its compile time, its calls."""
+
+    holds_gru: bool
+    nodes: int
+    compile_s: float = 0.0
+    calls: int = 0
+
+
+@dataclass
+class CompileLog:
+    """Inductor as the compile backend, recording each graph it compiles and counting each one's calls."""
+
+    graphs: list[CompiledGraph] = field(default_factory=list)
+
+    def backend(self, graph_module: Any, example_inputs: list[Any]) -> Any:
+        from torch._inductor.compile_fx import compile_fx
+
+        targets = [str(node.target) for node in graph_module.graph.nodes if node.op == "call_function"]
+        record = CompiledGraph(holds_gru=any("gru" in t.lower() for t in targets), nodes=len(graph_module.graph.nodes))
+        started = time.perf_counter()
+        compiled = compile_fx(graph_module, example_inputs)
+        record.compile_s = time.perf_counter() - started
+        self.graphs.append(record)
+
+        def run(*args: Any) -> Any:
+            record.calls += 1
+            return compiled(*args)
+
+        return run
+
+    def gru_calls(self) -> int:
+        return sum(g.calls for g in self.graphs if g.holds_gru)
+
+
+def dynamo_refusals(torch: Any) -> dict[str, int]:
+    """Dynamo's graph-break and unimplemented counters: where it declined to trace, and why."""
+    from torch._dynamo.utils import counters
+
+    return {**counters["graph_break"], **counters["unimplemented"]}
+
+
+def graph_break(message: str) -> str:
+    """Dynamo's graph-break entry in one line: its type and its explanation."""
+    lines = [ln.strip() for ln in message.strip().splitlines() if ln.strip()]
+    explanation = next((ln.removeprefix("Explanation:").strip() for ln in lines if ln.startswith("Explanation:")), "")
+    return f"{lines[0]}: {explanation}" if explanation else lines[0]
+
+
+@contextmanager
+def dynamo_scope(torch: Any, allow_rnn: bool) -> Iterator[None]:
+    """`allow_rnn` and a recompile limit for the length of a call, then dynamo's own settings back."""
+    config = torch._dynamo.config
+    saved = (config.allow_rnn, config.recompile_limit, config.accumulated_recompile_limit)
+    config.allow_rnn = allow_rnn
+    config.recompile_limit = config.accumulated_recompile_limit = RECOMPILE_LIMIT
+    try:
+        yield
+    finally:
+        config.allow_rnn, config.recompile_limit, config.accumulated_recompile_limit = saved
+
+
+@dataclass
+class CompiledTorchGru(TorchGru):
+    """`torch.compile(nn.GRU, backend=inductor, dynamic=False)` under `allow_rnn`; eager's code for the rest.
+
+    `allow_rnn=False` is the out-of-the-box setting: tests use it to check that a fallback to
+    eager is caught.
+    """
+
+    family: str = "torch-compile"
+    allow_rnn: bool = True
+    log: CompileLog = field(default_factory=CompileLog, repr=False)
+    compiled: dict[tuple[Any, ...], tuple[Any, Any]] = field(default_factory=dict, repr=False)
+    timings: dict[str, float] = field(default_factory=dict, repr=False)  # case id -> first-call seconds
+
+    def describe(self) -> dict[str, Any]:
+        import torch
+
+        notes = super().describe()
+        compile_s = [g.compile_s for g in self.log.graphs]
+        notes["compile"] = {
+            "backend": "inductor (torch._inductor.compile_fx.compile_fx, wrapped to count graph calls)",
+            "dynamic": False,
+            "torch._dynamo.config.allow_rnn": self.allow_rnn,
+            "torch._dynamo.config.recompile_limit": RECOMPILE_LIMIT,
+            "fx_graph_cache": bool(torch._inductor.config.fx_graph_cache),
+            "autograd_cache": bool(torch._functorch.config.enable_autograd_cache),
+            "inductor_cache_dir": inductor_cache_dir(),
+            "structures": len(self.compiled),
+            "graphs_compiled": len(self.log.graphs),
+            "graphs_holding_gru": sum(g.holds_gru for g in self.log.graphs),
+            "inductor_compile_s": {"total": round(sum(compile_s), 2), "max": round(max(compile_s, default=0.0), 2)},
+            # first call of each case: dynamo tracing + inductor (or its cache) + the run itself
+            "first_call_s": {
+                "total": round(sum(self.timings.values()), 2),
+                "max": round(max(self.timings.values(), default=0.0), 2),
+            },
+        }
+        return notes
+
+    def _module(self, case: Case, weights: Weights) -> tuple[Any, Any]:
+        """The structure's module, holding this case's weights, and its compiled wrapper."""
+        import torch
+
+        key = case.structure
+        if key not in self.compiled:
+            os.environ.setdefault(INDUCTOR_CACHE_ENV, inductor_cache_dir())
+            module = self.build(case, weights)
+            self.compiled[key] = (module, torch.compile(module, backend=self.log.backend, dynamic=False))
+        module, compiled = self.compiled[key]
+        state = {k: to_torch(torch, v, case.dtype, self.device) for k, v in weights.tensors.items()}
+        module.load_state_dict(state, strict=True)  # copies in place: the compiled graph's parameters
+        return module, compiled
+
+    def _call(self, compiled: Any, case: Case, inputs: Inputs) -> tuple[Any, Any]:
+        import torch
+        from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+        x = to_torch(torch, inputs.x, case.dtype, self.device)
+        h0 = None if inputs.h0 is None else to_torch(torch, inputs.h0, case.dtype, self.device)
+        if inputs.lengths is None:
+            return compiled(x, h0)
+        packed = pack_padded_sequence(
+            x, torch.tensor(np.array(inputs.lengths)), batch_first=case.batch_first, enforce_sorted=case.enforce_sorted
+        )
+        packed_out, h_n = compiled(packed, h0)
+        output, _ = pad_packed_sequence(packed_out, batch_first=case.batch_first, total_length=case.seq_len)
+        return output, h_n
+
+    def run(self, case: Case, weights: Weights, inputs: Inputs) -> GruOutput:
+        import torch
+
+        _, compiled = self._module(case, weights)
+        started = time.perf_counter()
+        with torch.no_grad(), precision_scope(torch, self.precision), dynamo_scope(torch, self.allow_rnn):
+            if case.export_shape == "other":  # built at another shape first: the run must recompile
+                batch, seq_len = case.export_dims
+                other = Case.from_dict(case.as_dict() | {"batch": batch, "seq_len": seq_len, "export_shape": "same"})
+                self._call(compiled, other, case_data(other)[1])
+            refusals, ran = dynamo_refusals(torch), self.log.gru_calls()
+            output, h_n = self._call(compiled, case, inputs)
+        self.timings.setdefault(case.id, time.perf_counter() - started)
+        if self.log.gru_calls() == ran:
+            declined = [k for k, n in dynamo_refusals(torch).items() if n > refusals.get(k, 0)]
+            reason = f"torch.compile fell back to eager: no compiled graph holding the GRU ran ({len(self.log.graphs)} graphs compiled so far)"
+            if declined:
+                raise UnsupportedCase(f"{reason}; dynamo: {graph_break(declined[0])}")
+            raise RuntimeError(f"{reason}, and dynamo logged no graph break")
+        return GruOutput(output=to_numpy(output, case.dtype), h_n=to_numpy(h_n, case.dtype))
+
+
+def backends() -> Iterator[CompiledTorchGru]:
+    """torch-compile[cpu] always (possibly unavailable, with the reason), [cuda] when torch sees a GPU."""
+    yield CompiledTorchGru(device="cpu")
+    try:
+        import torch
+    except ImportError:
+        return
+    if torch.cuda.is_available():
+        yield CompiledTorchGru(device="cuda")
