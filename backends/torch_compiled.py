@@ -23,7 +23,9 @@ ran before it (automatic dynamic shapes would not). An `xother` case first calls
 module at its export dims, so its own run must pass through dynamo's shape guards and
 recompile. `recompile_limit` is raised around each call: the suite compiles many
 structures through the one `GRU.forward` in a process, which a program compiling its one
-GRU never does; the verification above would still catch a fallback.
+GRU never does; the verification above would still catch a fallback. The time loop is
+unrolled cell by cell, so compile time grows with steps x layers x directions: cases above
+a budget of cells are not run (`cells`, `MAX_CELLS`), and say so.
 
 Cache. Inductor's FX graph and AOTAutograd caches (on by default) live in
 `$GRU_CONFORMANCE_CACHE/inductor`, else `<repo>/.cache/inductor`, through
@@ -44,21 +46,50 @@ import numpy as np
 
 from backends.torch_eager import TorchGru, precision_scope, to_numpy, to_torch
 from conformance.case import Case
-from conformance.contract import UnsupportedCase
+from conformance.contract import Availability, UnsupportedCase, first_line
 from conformance.data import GruOutput, Inputs, Weights, case_data
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CACHE_ENV = "GRU_CONFORMANCE_CACHE"
 INDUCTOR_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
 RECOMPILE_LIMIT = 1024  # far above any tier's (structure, batch, seq_len) count per process
+MAX_CELLS_ENV = "GRU_CONFORMANCE_COMPILE_MAX_CELLS"
+MAX_CELLS = 64  # GRU cells (seq_len x layers x directions) one case may unroll; see `cells`
+
+
+def cells(case: Case) -> int:
+    """The GRU cells inductor unrolls for a case: the larger of its run and, for `xother`, its first call.
+
+    Inductor's decomposition of `aten.gru` loops over time in Python, so a graph holds one
+    cell per (step, layer, direction), each with its own C++ kernels: the first compile
+    costs about 2-4 s per cell on two shared cores (a 40-cell GRU 174 s), so a 260-step,
+    3-layer bidirectional case (1560 cells) would take hours. Cases above the budget are
+    not run; `$GRU_CONFORMANCE_COMPILE_MAX_CELLS` raises it.
+    """
+    steps = max(case.seq_len, case.export_dims[1] if case.export_shape == "other" else 0)
+    return steps * case.num_layers * case.num_directions
+
+
+def max_cells() -> int:
+    return int(os.environ.get(MAX_CELLS_ENV, MAX_CELLS))
+
+
+# Read before torch is imported: inductor writes its own default into the variable once it looks.
+USER_INDUCTOR_CACHE = os.environ.get(INDUCTOR_CACHE_ENV)
 
 
 def inductor_cache_dir() -> str:
     """Where inductor caches: the user's `TORCHINDUCTOR_CACHE_DIR`, else ours under the suite's cache root."""
-    if INDUCTOR_CACHE_ENV in os.environ:
-        return os.environ[INDUCTOR_CACHE_ENV]
+    if USER_INDUCTOR_CACHE:
+        return USER_INDUCTOR_CACHE
     root = os.environ.get(CACHE_ENV)
     return str((Path(root) if root else REPO_ROOT / ".cache") / "inductor")
+
+
+def use_inductor_cache() -> str:
+    """Point inductor at `inductor_cache_dir()` (it reads the variable whenever it looks for its cache)."""
+    os.environ[INDUCTOR_CACHE_ENV] = inductor_cache_dir()
+    return os.environ[INDUCTOR_CACHE_ENV]
 
 
 @dataclass
@@ -83,7 +114,7 @@ class CompileLog:
         targets = [str(node.target) for node in graph_module.graph.nodes if node.op == "call_function"]
         record = CompiledGraph(holds_gru=any("gru" in t.lower() for t in targets), nodes=len(graph_module.graph.nodes))
         started = time.perf_counter()
-        compiled = compile_fx(graph_module, example_inputs)
+        compiled: Any = compile_fx(graph_module, example_inputs)
         record.compile_s = time.perf_counter() - started
         self.graphs.append(record)
 
@@ -138,29 +169,62 @@ class CompiledTorchGru(TorchGru):
     compiled: dict[tuple[Any, ...], tuple[Any, Any]] = field(default_factory=dict, repr=False)
     timings: dict[str, float] = field(default_factory=dict, repr=False)  # case id -> first-call seconds
 
+    def availability(self) -> Availability:
+        """torch and the device (as eager), plus what inductor needs to compile: a C++ compiler on the CPU."""
+        eager = super().availability()
+        if not eager.available or self.device != "cpu":
+            return eager
+        use_inductor_cache()  # before inductor looks for a compiler (it locks in its cache dir)
+        from torch._inductor import cpp_builder, exc
+
+        try:
+            cpp_builder.get_cpp_compiler()
+        except exc.InvalidCxxCompiler as error:
+            return Availability(False, f"inductor finds no C++ compiler: {first_line(error)}", "apt-get install g++")
+        return eager
+
+    def supports(self, case: Case) -> str | None:
+        if cells(case) > max_cells():
+            return (
+                f"not compiled here: inductor unrolls this case into {cells(case)} GRU cells (steps x layers x "
+                f"directions), each compiled to its own C++ kernels; the suite's budget is {max_cells()} cells per "
+                f"case (${MAX_CELLS_ENV} raises it). A budget of this suite, not a refusal of torch"
+            )
+        return None
+
     def describe(self) -> dict[str, Any]:
         import torch
 
         notes = super().describe()
+        use_inductor_cache()
         compile_s = [g.compile_s for g in self.log.graphs]
+        if self.device == "cpu":
+            from torch._inductor import cpp_builder
+
+            info = cpp_builder.get_compiler_version_info(cpp_builder.get_cpp_compiler())
+            notes["cpp_compiler"] = next((p for p in info.split("_") if " version " in p), info).strip()
         notes["compile"] = {
             "backend": "inductor (torch._inductor.compile_fx.compile_fx, wrapped to count graph calls)",
             "dynamic": False,
             "torch._dynamo.config.allow_rnn": self.allow_rnn,
             "torch._dynamo.config.recompile_limit": RECOMPILE_LIMIT,
+            "max_cells_per_case": max_cells(),
             "fx_graph_cache": bool(torch._inductor.config.fx_graph_cache),
             "autograd_cache": bool(torch._functorch.config.enable_autograd_cache),
             "inductor_cache_dir": inductor_cache_dir(),
-            "structures": len(self.compiled),
-            "graphs_compiled": len(self.log.graphs),
-            "graphs_holding_gru": sum(g.holds_gru for g in self.log.graphs),
-            "inductor_compile_s": {"total": round(sum(compile_s), 2), "max": round(max(compile_s, default=0.0), 2)},
-            # first call of each case: dynamo tracing + inductor (or its cache) + the run itself
-            "first_call_s": {
-                "total": round(sum(self.timings.values()), 2),
-                "max": round(max(self.timings.values(), default=0.0), 2),
-            },
         }
+        if self.log.graphs:  # the suite asks before the first run; each result's backend_s holds its compile
+            notes["compile"] |= {
+                "structures": len(self.compiled),
+                "graphs_compiled": len(self.log.graphs),
+                "graphs_holding_gru": sum(g.holds_gru for g in self.log.graphs),
+                "inductor_compile_s": {"total": round(sum(compile_s), 2), "max": round(max(compile_s), 2)},
+                # first call of each case: dynamo tracing + inductor (or its cache) + the run itself
+                "first_call_s": {
+                    "total": round(sum(self.timings.values()), 2),
+                    "max": round(max(self.timings.values()), 2),
+                },
+            }
         return notes
 
     def _module(self, case: Case, weights: Weights) -> tuple[Any, Any]:
@@ -169,7 +233,7 @@ class CompiledTorchGru(TorchGru):
 
         key = case.structure
         if key not in self.compiled:
-            os.environ.setdefault(INDUCTOR_CACHE_ENV, inductor_cache_dir())
+            use_inductor_cache()
             module = self.build(case, weights)
             self.compiled[key] = (module, torch.compile(module, backend=self.log.backend, dynamic=False))
         module, compiled = self.compiled[key]
@@ -206,10 +270,10 @@ class CompiledTorchGru(TorchGru):
             output, h_n = self._call(compiled, case, inputs)
         self.timings.setdefault(case.id, time.perf_counter() - started)
         if self.log.gru_calls() == ran:
-            declined = [k for k, n in dynamo_refusals(torch).items() if n > refusals.get(k, 0)]
+            declined = sorted(k for k, n in dynamo_refusals(torch).items() if n > refusals.get(k, 0))
             reason = f"torch.compile fell back to eager: no compiled graph holding the GRU ran ({len(self.log.graphs)} graphs compiled so far)"
             if declined:
-                raise UnsupportedCase(f"{reason}; dynamo: {graph_break(declined[0])}")
+                raise UnsupportedCase(f"{reason}; dynamo: {'; '.join(graph_break(d) for d in declined)}")
             raise RuntimeError(f"{reason}, and dynamo logged no graph break")
         return GruOutput(output=to_numpy(output, case.dtype), h_n=to_numpy(h_n, case.dtype))
 
