@@ -261,17 +261,23 @@ class CompiledTorchGru(TorchGru):
 
         _, compiled = self._module(case, weights)
         started = time.perf_counter()
-        with torch.no_grad(), precision_scope(torch, self.precision), dynamo_scope(torch, self.allow_rnn):
-            if case.export_shape == "other":  # built at another shape first: the run must recompile
-                batch, seq_len = case.export_dims
-                other = Case.from_dict(case.as_dict() | {"batch": batch, "seq_len": seq_len, "export_shape": "same"})
-                self._call(compiled, other, case_data(other)[1])
-            refusals, ran = dynamo_refusals(torch), self.log.gru_calls()
-            output, h_n = self._call(compiled, case, inputs)
+        try:
+            with torch.no_grad(), precision_scope(torch, self.precision), dynamo_scope(torch, self.allow_rnn):
+                if case.export_shape == "other":  # built at another shape first: the run must recompile
+                    batch, seq_len = case.export_dims
+                    fields = case.as_dict() | {"batch": batch, "seq_len": seq_len, "export_shape": "same"}
+                    other = Case.from_dict(fields)
+                    self._call(compiled, other, case_data(other)[1])
+                refusals, ran = dynamo_refusals(torch), self.log.gru_calls()
+                output, h_n = self._call(compiled, case, inputs)
+        except (RuntimeError, NotImplementedError) as error:  # as eager: a kernel missing for a dtype is a refusal
+            if "not implemented for" in str(error):
+                raise UnsupportedCase(first_line(error)) from error
+            raise
         self.timings.setdefault(case.id, time.perf_counter() - started)
         if self.log.gru_calls() == ran:
             declined = sorted(k for k, n in dynamo_refusals(torch).items() if n > refusals.get(k, 0))
-            reason = f"torch.compile fell back to eager: no compiled graph holding the GRU ran ({len(self.log.graphs)} graphs compiled so far)"
+            reason = "torch.compile fell back to eager: no compiled graph holding the GRU ran"
             if declined:
                 raise UnsupportedCase(f"{reason}; dynamo: {'; '.join(graph_break(d) for d in declined)}")
             raise RuntimeError(f"{reason}, and dynamo logged no graph break")
