@@ -89,6 +89,26 @@ class PrecisionAware(Protocol):
 
 
 @runtime_checkable
+class StatesComputeFormat(Protocol):
+    """Optional: a backend whose library picks its own arithmetic format states the one it really uses.
+
+    OpenVINO's CPU plugin runs float32 models in bfloat16 out of the box on CPUs that have
+    AVX512-BF16; the adapter reads that from the library (never assumes it) and returns it
+    here ("bfloat16", "float32", ...), or None when it computes in the case dtype. Under
+    `--precision default` the tolerance is derived for that format in place of TF32
+    (`conformance.tolerance.derive`); strict mode and float64 cases ignore it, so a backend
+    that computes in a narrower format there fails, as it should.
+    """
+
+    def compute_format(self, case: Case) -> str | None: ...
+
+
+def compute_format(backend: Backend, case: Case) -> str | None:
+    """The format `backend` states it computes `case` in, or None when it states none."""
+    return backend.compute_format(case) if isinstance(backend, StatesComputeFormat) else None
+
+
+@runtime_checkable
 class Differentiable(Protocol):
     """Optional: a backend whose library differentiates its own GRU (autograd, `jax.vjp`), as a user
     training with it would. The backward check compares what it returns with the float64 BPTT oracle.

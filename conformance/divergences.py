@@ -29,11 +29,12 @@ CASE_FIELDS = {f.name for f in fields(Case)}
 # hide a new, larger bug in the same cases (a gate-order bug in keras-jax's float64 path is not
 # "tanh in float32").
 SIZE_KEYS = ("max_headroom", "error_level", "variant", "error_contains")
-ENTRY_KEYS = {"id", "backends", "when", "checks", "reason", "upstream", "quantity", *SIZE_KEYS}
+ENTRY_KEYS = {"id", "backends", "when", "checks", "reason", "upstream", "quantity", "variant_level", *SIZE_KEYS}
 # Significand bits (with the implicit one) of the formats `error_level` can name: u = 2**-bits.
 FORMAT_BITS = {"float64": 53, "float32": 24, "tf32": 11, "float16": 11, "bfloat16": 8}
 
-Reproduces = Callable[[str], bool]  # variant id -> whether that variant reproduces the backend's output
+# (variant id, tolerance scale) -> whether that variant reproduces the backend's output within scale * atol
+Reproduces = Callable[[str, float], bool]
 
 
 class RegistryError(schema.SchemaError):
@@ -51,6 +52,9 @@ class Divergence:
     max_headroom: float | None = None  # the worst arithmetic headroom (error / tolerance) it explains
     error_level: str | None = None  # as large as computing in this format: headroom <= u(format) / u(case dtype)
     variant: str | None = None  # only failures this semantic variant (conformance.variants) reproduces
+    # with `variant`: reproduced within the error of computing in this coarser format (a backend
+    # with two registered divergences at once: lengths ignored, and float64 run in float32)
+    variant_level: str | None = None
     error_contains: str | None = None  # only `error` results (crashes) whose reason contains this text
     quantity: str | None = None  # "forward" or "backward" results only; None: both
 
@@ -71,6 +75,8 @@ class Divergence:
             return f"max_headroom = {self.max_headroom:g}"
         if self.error_level is not None:
             return f"error_level = {self.error_level!r}"
+        if self.variant is not None and self.variant_level is not None:
+            return f"variant = {self.variant!r} at {self.variant_level}-level error"
         if self.variant is not None:
             return f"variant = {self.variant!r}"
         if self.error_contains is not None:
@@ -100,9 +106,17 @@ class Divergence:
                     f"it explains {self.error_level}-level error (headroom up to u({self.error_level}) / "
                     f"u({result.case.dtype}) = {bound:.3g}), and the worst headroom here is {worst:.3g}"
                 )
-        if self.variant is not None and (reproduces is None or not reproduces(self.variant)):
+        if self.variant is not None and (reproduces is None or not reproduces(self.variant, self._level_scale(result))):
             return f"it explains outputs the variant {self.variant!r} reproduces, and that variant doesn't reproduce this one"
         return None
+
+    def _level_scale(self, result: Result) -> float:
+        """How many case tolerances `variant_level`'s error is: u(level) / the u its tolerance was derived for
+        (the case dtype's, or a stated narrower compute format's), at least 1."""
+        if self.variant_level is None:
+            return 1.0
+        derived_for = (result.tolerance or {}).get("unit_roundoff") or 2.0 ** -FORMAT_BITS[result.case.dtype]
+        return max(1.0, 2.0 ** -FORMAT_BITS[self.variant_level] / derived_for)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -183,6 +197,10 @@ def _entry(where: schema.Where, raw: dict[str, Any], variants: Collection[str] |
             size["variant"] = schema.text(where, raw["variant"], "variant", "a variant id (string)")
         else:
             size["variant"] = schema.one_of(where, raw["variant"], "variant", tuple(variants))
+    if "variant_level" in raw:
+        if "variant" not in raw:
+            raise where.fail("variant_level only qualifies a variant: give variant too")
+        size["variant_level"] = schema.one_of(where, raw["variant_level"], "variant_level", tuple(FORMAT_BITS))
     if "error_contains" in raw:
         size["error_contains"] = schema.text(where, raw["error_contains"], "error_contains")
     quantity = schema.one_of(where, raw["quantity"], "quantity", QUANTITIES) if "quantity" in raw else None
@@ -266,5 +284,10 @@ def unmatchable(
     return messages
 
 
+def matching(registry: list[Divergence], backend: str, case: Case, quantity: str = FORWARD) -> list[Divergence]:
+    """Every entry about this (backend, case), in registry order: one case can show two known divergences."""
+    return [d for d in registry if d.applies(backend, case, quantity)]
+
+
 def match(registry: list[Divergence], backend: str, case: Case, quantity: str = FORWARD) -> Divergence | None:
-    return next((d for d in registry if d.applies(backend, case, quantity)), None)
+    return next(iter(matching(registry, backend, case, quantity)), None)

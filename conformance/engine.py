@@ -15,7 +15,7 @@ import numpy as np
 
 from conformance.case import Case
 from conformance.compare_backward import judge_gradients
-from conformance.contract import Backend
+from conformance.contract import Backend, compute_format
 from conformance.data import Cotangents, GruOutput, Inputs, Weights, case_data, make_cotangents
 from conformance.diagnosis import diagnose_failure
 from conformance.divergences import Divergence, Reproduces
@@ -75,7 +75,7 @@ def check(
         result.verdict, result.reason = tried.verdict or Verdict.ERROR, tried.reason
     else:
         started = time.perf_counter()
-        tolerance = derive(case, precision)
+        tolerance = derive(case, precision, compute_format(backend, case))
         judged = judge(case, expected, tried.output, tolerance, inputs.lengths)
         result.tolerance = tolerance.as_dict()
         result.verdict, result.checks, result.reason = judged.verdict, judged.checks, judged.reason
@@ -149,7 +149,11 @@ def _variant_test(
     if actual is None or result.tolerance is None:
         return None
     atol = result.tolerance["atol"]
-    return lambda variant_id: reproduces(variant_id, case, weights, inputs, actual, atol, expected)
+
+    def test(variant_id: str, scale: float = 1.0) -> bool:
+        return reproduces(variant_id, case, weights, inputs, actual, scale * atol, expected)
+
+    return test
 
 
 def _numbers_differ(result: Result) -> bool:

@@ -29,7 +29,7 @@ from conformance.case import Case
 from conformance.compare import compare, verdict_of
 from conformance.contract import Availability, Backend, Differentiable, UnsupportedCase, backward_refusal, first_line
 from conformance.data import Cotangents, GruOutput, Inputs, Weights, fresh
-from conformance.divergences import Divergence, Reproduces, match
+from conformance.divergences import Divergence, Reproduces, matching
 from conformance.dtypes import FORMATS
 from conformance.records import Check, Result
 from conformance.time_limit import NO_LIMIT, TimeLimit, capture
@@ -262,19 +262,27 @@ def relabel(result: Result, registry: list[Divergence], reproduces: Reproduces |
     """Apply the known-divergence registry: a matching failure no larger than the entry says becomes
     `known_divergence`; a larger one stays a failure and says which entry it didn't fit; a matching pass
     becomes `unexpected_pass` (a fixed upstream bug must be noticed). Other verdicts stay what they are.
-    `reproduces(variant_id)` answers for entries bounded by a semantic variant."""
-    entry = match(registry, result.backend, result.case, result.quantity)
-    if entry is None:
+    `reproduces(variant_id, scale)` answers for entries bounded by a semantic variant. Where several
+    entries are about the case, the first that explains the failure and fits it relabels it; if none
+    does, the failure stays and says why each didn't."""
+    entries = matching(registry, result.backend, result.case, result.quantity)
+    if not entries:
         return
+    entry = entries[0]
     failing = [c.name for c in result.failing_checks]
-    if result.verdict in (Verdict.FAIL, Verdict.CONVENTION, Verdict.ERROR) and entry.explains(failing):
-        why = entry.misfit(result, reproduces)
-        if why is not None:
-            result.reason += f"\nnot the known divergence {entry.id}: {why}"
-            return
-        result.divergence = entry.id
-        result.reason = f"known divergence {entry.id}: {entry.reason}\n{result.reason}"
-        result.verdict = Verdict.KNOWN_DIVERGENCE
+    if result.verdict in (Verdict.FAIL, Verdict.CONVENTION, Verdict.ERROR):
+        misfits = []
+        for candidate in entries:
+            if not candidate.explains(failing):
+                continue
+            why = candidate.misfit(result, reproduces)
+            if why is None:
+                result.divergence = candidate.id
+                result.reason = f"known divergence {candidate.id}: {candidate.reason}\n{result.reason}"
+                result.verdict = Verdict.KNOWN_DIVERGENCE
+                return
+            misfits.append(f"\nnot the known divergence {candidate.id}: {why}")
+        result.reason += "".join(misfits)
     elif result.verdict == Verdict.PASS:
         result.divergence = entry.id
         result.verdict = Verdict.UNEXPECTED_PASS

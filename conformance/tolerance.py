@@ -81,7 +81,7 @@ class Tolerance:
     safety: float  # atol / the error estimate it multiplies: SAFETY or FIRST_ORDER_FACTOR
     emulated_error: float | None  # E: the emulated correct kernels' largest error (16-bit only)
     output_rounding: float | None  # u_io * max|expected|, E's floor (16-bit only)
-    unit_roundoff: float  # u_io, of the case dtype
+    unit_roundoff: float  # u_io, of the case dtype (or the narrower format a backend states it computes in)
     accumulate_roundoff: float  # u_acc
     accumulate_format: str  # "float64", "float32" or "tf32"
     dot_length: int  # K
@@ -152,23 +152,36 @@ def output_rounding(case: Case) -> float:
     return _significant(fmt(case.dtype).unit_roundoff * float(largest))
 
 
-def derive(case: Case, precision: str = "strict") -> Tolerance:
+def derive(case: Case, precision: str = "strict", computes_in: str | None = None) -> Tolerance:
     """The absolute tolerance for one case; `precision="default"` allows TF32 for float32.
 
     TF32 rounds a GEMM's operands to 10 explicit mantissa bits; 16-bit operands already fit
     (bfloat16 has 7, float16 10), so it changes neither a 16-bit case's arithmetic nor its tolerance.
+
+    `computes_in` is the format a backend states it really computes in (OpenVINO's
+    bfloat16 inference precision, read from the library). Under `--precision default` a
+    stated format replaces the TF32 assumption: accumulation stays float32, and a format
+    narrower than the case dtype rounds every stored value (u_io) and takes the first-order
+    model (the emulated kernels model a case dtype's own arithmetic, not a narrower one).
+    Strict mode and float64 ignore it: there a narrower format is a finding, not an allowance.
     """
     u_io = fmt(case.dtype).unit_roundoff
     accumulate = "float64" if case.dtype == "float64" else "float32"
     u_acc = fmt(accumulate).unit_roundoff
-    if precision == "default" and case.dtype == "float32":
+    stated = None if computes_in in (None, "tf32") else fmt(str(computes_in)).unit_roundoff
+    if precision != "default" or case.dtype == "float64":
+        stated = None
+    narrower = stated is not None and stated > u_io
+    if stated is not None:  # values stored in the stated format between operations; no TF32 allowance
+        u_io = max(u_io, stated)
+    elif precision == "default" and case.dtype == "float32":
         accumulate, u_acc = "tf32", 2.0 ** -(TF32_MANTISSA_BITS + 1)
     widest_input = max(case.input_size, case.hidden_size * case.num_directions if case.num_layers > 1 else 0)
     dot_length = widest_input + case.hidden_size + 2
     gain = error_gain(case)
     error: float | None = None
     floor: float | None = None
-    if case.dtype in EMULATED_DTYPES:
+    if case.dtype in EMULATED_DTYPES and not narrower:
         method, safety = "emulated", SAFETY
         error, floor = emulated_error(case), output_rounding(case)
         atol = SAFETY * max(error, floor)

@@ -162,7 +162,8 @@ def derive_backward(case: Case, precision: str = "strict") -> BackwardTolerance:
     atol = {
         name: max(
             floor,
-            FIRST_ORDER_FACTOR * (sigma_f * gain.state[name] + sigma_b * gain.adjoint[name] + u_sum * gain.accumulation[name]),
+            FIRST_ORDER_FACTOR
+            * (sigma_f * gain.state[name] + sigma_b * gain.adjoint[name] + u_sum * gain.accumulation[name]),
         )
         for name in gain.state
     }

@@ -85,7 +85,7 @@ def test_a_backends_string_is_refused_instead_of_matching_every_backend(suite, t
         (
             "backends2 = []",
             "unknown key(s) backends2; valid keys: backends, checks, error_contains, error_level, id, max_headroom, quantity, "
-            "reason, upstream, variant, when",
+            "reason, upstream, variant, variant_level, when",
         ),
     ],
 )

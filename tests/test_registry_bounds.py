@@ -8,7 +8,7 @@ labelled `known_divergence`. Each entry now carries its size, and a failure beyo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +97,32 @@ def test_a_variant_bounded_entry_explains_only_what_that_variant_reproduces() ->
     )
 
 
+def test_variant_level_reproduces_a_variant_within_a_coarser_formats_error() -> None:
+    """Two divergences at once (lengths ignored, and float64 computed in float32): `variant_level`
+    widens only the variant's reproduction test, and only to that format's error."""
+
+    @dataclass
+    class ReverseIgnoresLengthsInFloat32(ReverseIgnoresLengths):
+        family: str = "planted-rev-f32"
+
+        def run(self, case: Case, weights: Weights, inputs: Inputs) -> GruOutput:
+            out = super().run(case, weights, inputs)
+            as_f32 = [np.asarray(a, np.float32).astype(np.float64) for a in (out.output, out.h_n)]
+            return GruOutput(*as_f32)
+
+    case = replace(PACKED_BI, dtype="float64")
+    plain = Divergence("rev", ("planted-*",), "r", variant="reverse-starts-at-padded-end")
+    at_f32 = replace(plain, variant_level="float32")
+    at_f64 = replace(plain, variant_level="float64")
+    assert check(ReverseIgnoresLengthsInFloat32(), case, registry=[at_f32]).verdict == Verdict.KNOWN_DIVERGENCE
+    for entry in (plain, at_f64):  # planted counterpart: without the level, float32 error is too large
+        result = check(ReverseIgnoresLengthsInFloat32(), case, registry=[entry])
+        assert result.verdict == Verdict.FAIL and "that variant doesn't reproduce this one" in result.reason
+    # the level widens nothing else: a different mistake in float32 is still a failure
+    swapped = check(SwappedRZ(), replace(case, lengths="full"), registry=[replace(at_f32, backends=("planted-*",))])
+    assert swapped.verdict == Verdict.FAIL
+
+
 def test_a_crash_is_explained_only_by_an_entry_about_that_crash() -> None:
     @dataclass
     class Crashes(NumpyGru):
@@ -112,6 +138,12 @@ def test_a_crash_is_explained_only_by_an_entry_about_that_crash() -> None:
     for entry in (numeric, other):
         result = check(Crashes(), Case(3, 4), registry=[entry])
         assert result.verdict == Verdict.ERROR and f"not the known divergence {entry.id}" in result.reason
+    # several entries about one case: the first that fits explains it; none fitting, each says why
+    known = check(Crashes(), Case(3, 4), registry=[numeric, other, about_it])
+    assert known.verdict == Verdict.KNOWN_DIVERGENCE and known.divergence == "c"
+    result = check(Crashes(), Case(3, 4), registry=[numeric, other])
+    assert result.verdict == Verdict.ERROR
+    assert "not the known divergence n" in result.reason and "not the known divergence o" in result.reason
 
 
 ENTRY = """
@@ -130,6 +162,8 @@ reason = "r"
         ("max_headroom = 0.5", "max_headroom: expected a number > 1"),
         ('error_level = "float8"', "error_level"),
         ('variant = "no-such-variant"', "variant"),
+        ('max_headroom = 10\nvariant_level = "float32"', "variant_level only qualifies a variant"),
+        ('variant = "lengths-ignored"\nvariant_level = "float8"', "variant_level"),
     ],
 )
 def test_an_entry_must_carry_exactly_one_valid_size(size: str, message: str, tmp_path: Path) -> None:
@@ -148,4 +182,13 @@ def test_the_shipped_entries_carry_their_sizes() -> None:
     assert sizes == {
         "onnx-reference-gru-ignores-sequence-lens": "variant = 'lengths-ignored'",
         "keras-jax-float64-tanh-in-float32": "error_level = 'float32'",
+        "openvino-onnx-gru-layout-1-ignored": "error_contains = 'Dimension `batch_size` is not matched between inputs'",
+        "openvino-onnx-gru-layout-1-ignored-steps": "variant = 'batch-first-ignored'",
+        "openvino-onnx-gru-layout-1-ignored-bidirectional": (
+            "error_contains = \"must be evenly divisible by 'num_splits' attribute value: 2\""
+        ),
+        "openvino-cpu-gru-ignores-sequence-lens": "variant = 'lengths-ignored' at float32-level error",
+        "openvino-cpu-gru-ignores-sequence-lens-default": "variant = 'lengths-ignored' at bfloat16-level error",
+        "openvino-float64-computed-in-inference-precision": "error_level = 'float32'",
+        "openvino-float64-computed-in-inference-precision-default": "error_level = 'bfloat16'",
     }

@@ -69,6 +69,10 @@ class OnnxColumn(BaseBackend):
         notes["models"] = {k: sorted(v) for k, v in merged.items()}
         return notes
 
+    def compute_format(self, case: Case) -> str | None:
+        """What the runtime states it computes this case in (`conformance.contract.StatesComputeFormat`)."""
+        return self.runtime.compute_format(self.device, self.precision, case.dtype)
+
     def prepare(self, cases: list[Case]) -> None:
         """Let the source build every model these cases need, before the first `run`."""
         self.source.prepare(cases)

@@ -13,6 +13,7 @@ from functools import partial
 
 from backends.onnx.column import OnnxColumn
 from backends.onnx.model_source import ModelSource
+from backends.onnx.openvino import OPENVINO
 from backends.onnx.ort import ORT
 from backends.onnx.reference import REFERENCE
 from backends.onnx.runtime import Runtime
@@ -21,7 +22,7 @@ from backends.onnx.source_spec import SpecSource
 from backends.onnx.source_torchscript import TorchScriptSource
 
 SOURCES: tuple[ModelSource, ...] = (SpecSource(), TorchScriptSource(), DynamoSource())
-RUNTIMES: tuple[Runtime, ...] = (ORT, REFERENCE)
+RUNTIMES: tuple[Runtime, ...] = (ORT, REFERENCE, OPENVINO)
 
 
 def source_columns(source: ModelSource, runtimes: tuple[Runtime, ...] = RUNTIMES) -> Iterator[OnnxColumn]:

@@ -39,6 +39,11 @@ class Runtime(ABC):
         """Whether `device` is usable (the modules were checked by the column)."""
         return Availability.ok()
 
+    def compute_format(self, device: str, precision: str, dtype: str) -> str | None:
+        """The format a `dtype` model really computes in under `precision`, when the runtime can tell
+        (OpenVINO picks its own); None when it follows the model (see `conformance.contract.StatesComputeFormat`)."""
+        return None
+
     @abstractmethod
     def describe(self, device: str, precision: str) -> dict[str, Any]:
         """The runtime's notes for the report: version, device provider, weights mode, precision."""
