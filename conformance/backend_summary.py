@@ -15,7 +15,7 @@ from typing import Any
 
 from conformance.case import Case
 from conformance.patterns import Pattern, find_pattern
-from conformance.records import RESULT
+from conformance.records import INVARIANT_PREFIX, ORACLE_CHECK, RESULT, check_of
 from conformance.verdict import Verdict
 
 NOT_RUN = (Verdict.UNSUPPORTED, Verdict.SKIPPED)
@@ -28,6 +28,28 @@ class BackendSummary:
     pattern: Pattern | None = None  # over the cases that ran, when something failed
     likely: str | None = None  # the most frequent diagnosis among failures, "id (k of n failures)"
     top_reason: dict[str, str] = field(default_factory=dict)  # verdict -> its most frequent first reason line
+    invariants: Counter[tuple[str, str]] = field(default_factory=Counter)  # (check, verdict) -> invariant results
+
+    def invariant_line(self) -> str:
+        """e.g. `invariants: 4 hold (batch-independence, ...); broken: determinism (2 of 6, informative)`."""
+        checks = sorted({check for check, _ in self.invariants})
+        if not checks:
+            return ""
+        held, broken = [], []
+        for check in checks:
+            name = check.removeprefix(INVARIANT_PREFIX)
+            counts = {v: n for (c, v), n in self.invariants.items() if c == check}
+            ran = sum(n for v, n in counts.items() if Verdict(v) not in NOT_RUN)
+            bad = sum(n for v, n in counts.items() if Verdict(v) in (Verdict.FAIL, Verdict.ERROR, Verdict.CONVENTION))
+            if bad:
+                informative = "" if any(Verdict(v).failing for v in counts) else ", informative"
+                broken.append(f"{name} ({bad} of {ran}{informative})")
+            elif ran:
+                held.append(name)
+        parts = [f"{len(held)} hold" + (f" ({', '.join(held)})" if held else "")]
+        if broken:
+            parts.append("broken: " + ", ".join(broken))
+        return "invariants: " + "; ".join(parts)
 
     @property
     def ran(self) -> int:
@@ -81,10 +103,17 @@ def _clip(text: str, width: int = 110) -> str:
 def summarize(records: Iterable[dict[str, Any]]) -> list[BackendSummary]:
     """One summary per backend, in first-seen order, from `result` records (other kinds are ignored)."""
     by_backend: dict[str, list[dict[str, Any]]] = {}
+    invariants: dict[str, list[dict[str, Any]]] = {}
     for record in records:
         if record.get("kind") == RESULT:
-            by_backend.setdefault(record["backend"], []).append(record)
-    return [_summary(backend, results) for backend, results in by_backend.items()]
+            if check_of(record) == ORACLE_CHECK:
+                by_backend.setdefault(record["backend"], []).append(record)
+            else:
+                invariants.setdefault(record["backend"], []).append(record)
+    summaries = [_summary(backend, results) for backend, results in by_backend.items()]
+    for summary in summaries:
+        summary.invariants = Counter((check_of(r), r["verdict"]) for r in invariants.get(summary.backend, []))
+    return summaries
 
 
 def _summary(backend: str, results: list[dict[str, Any]]) -> BackendSummary:

@@ -11,13 +11,15 @@ so the cost is a few oracle calls per failure (`benchmarks/bench_diagnosis.py`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import itertools
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from conformance.case import Case
 from conformance.data import GruOutput, Inputs, Weights
+from conformance.forms import PYTORCH, Form, gru
 from conformance.precision import PrecisionMatch, diagnose_precision
-from conformance.variants import VariantMatch, diagnose
+from conformance.variants import FORM, SEPARATION, VariantMatch, diagnose, distance
 
 
 @dataclass
@@ -51,9 +53,57 @@ class Diagnosis:
 
 
 def diagnose_failure(
-    case: Case, weights: Weights, inputs: Inputs, expected: GruOutput, actual: GruOutput, atol: float
+    case: Case,
+    weights: Weights,
+    inputs: Inputs,
+    expected: GruOutput,
+    actual: GruOutput,
+    atol: float,
+    form: Form = PYTORCH,
 ) -> Diagnosis:
-    """Every variant, and the coarser format, that reproduces `actual` within `atol`."""
+    """Every variant, and the coarser format, that reproduces `actual` within `atol`.
+
+    The variant library is written around PyTorch's form; for a backend that declares another
+    form, the hypotheses tried are that it ignores part of what it declares (`ignored_attributes`).
+    """
+    if form != PYTORCH:
+        return Diagnosis(ignored_attributes(case, weights, inputs, expected, actual, atol, form))
     variants = diagnose(case, weights, inputs, actual, atol, expected)
     precision = None if variants else diagnose_precision(case, weights, inputs, actual, atol, expected)
     return Diagnosis(variants, precision)
+
+
+# What a declared form can ask for, by the ONNX attribute that asks for it, and that attribute's default.
+ATTRIBUTES = {
+    "linear_before_reset": {"linear_before_reset": True},
+    "activations": {"gate_activation": PYTORCH.gate_activation, "candidate_activation": PYTORCH.candidate_activation},
+    "clip": {"clip": None},
+}
+
+
+def ignored_attributes(
+    case: Case, weights: Weights, inputs: Inputs, expected: GruOutput, actual: GruOutput, atol: float, form: Form
+) -> list[VariantMatch]:
+    """For a backend declaring a form other than PyTorch's: which of its attributes does it ignore?
+
+    Each hypothesis is the declared form with some of its attributes back at their defaults (all of
+    them: PyTorch's GRU); those that reproduce `actual` within `atol`, fewest attributes first.
+    """
+    differing = [name for name, fields in ATTRIBUTES.items() if any(getattr(form, f) != d for f, d in fields.items())]
+    found: list[tuple[int, float, VariantMatch]] = []
+    for size in range(1, len(differing) + 1):
+        for names in itertools.combinations(differing, size):
+            changes = {f: d for name in names for f, d in ATTRIBUTES[name].items()}
+            produced = gru(case, weights, inputs, replace(form, **changes))
+            separation = distance(case, inputs.lengths, produced, expected)
+            error = distance(case, inputs.lengths, produced, actual)
+            if separation <= SEPARATION * atol or not error <= atol:
+                continue
+            explanation = (
+                f"{' and '.join(names)} ignored: computes {replace(form, **changes).describe()}, not {form.describe()}"
+            )
+            match = VariantMatch(
+                f"ignores-{'-'.join(names)}", FORM, explanation, error, error / atol, separation / atol, True
+            )
+            found.append((size, error, match))
+    return [m for *_, m in sorted(found, key=lambda item: item[:2])]

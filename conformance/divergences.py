@@ -19,7 +19,8 @@ from conformance.names import matches
 # Package data, so an installed (non-editable) copy has it; `--divergences` overrides it.
 DEFAULT_REGISTRY: Traversable = resources.files("conformance") / "declared" / "divergences.toml"
 CASE_FIELDS = {f.name for f in fields(Case)}
-ENTRY_KEYS = {"id", "backends", "when", "checks", "reason", "upstream"}
+ENTRY_KEYS = {"id", "backends", "when", "checks", "reason", "upstream", "check"}
+ORACLE_CHECK = "oracle"  # an entry's `check` when it names none (conformance.records.ORACLE_CHECK)
 
 
 class RegistryError(ValueError):
@@ -34,8 +35,11 @@ class Divergence:
     when: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     checks: tuple[str, ...] = ()
     upstream: str = ""
+    check: str = ORACLE_CHECK  # which check it explains: "oracle" or "invariant:<name>" (globs allowed)
 
-    def applies(self, backend: str, case: Case) -> bool:
+    def applies(self, backend: str, case: Case, check: str = ORACLE_CHECK) -> bool:
+        if not matches(check, self.check):
+            return False
         if not any(matches(backend, pattern) for pattern in self.backends):
             return False
         return all(getattr(case, name) in values for name, values in self.when.items())
@@ -52,6 +56,7 @@ class Divergence:
             "checks": list(self.checks),
             "reason": self.reason,
             "upstream": self.upstream,
+            "check": self.check,
         }
 
 
@@ -88,10 +93,11 @@ def load(path: Traversable = DEFAULT_REGISTRY) -> list[Divergence]:
                 when={k: tuple(v if isinstance(v, list) else [v]) for k, v in when.items()},
                 checks=tuple(raw.get("checks", ())),
                 upstream=raw.get("upstream", ""),
+                check=raw.get("check", ORACLE_CHECK),
             )
         )
     return entries
 
 
-def match(registry: list[Divergence], backend: str, case: Case) -> Divergence | None:
-    return next((d for d in registry if d.applies(backend, case)), None)
+def match(registry: list[Divergence], backend: str, case: Case, check: str = ORACLE_CHECK) -> Divergence | None:
+    return next((d for d in registry if d.applies(backend, case, check)), None)

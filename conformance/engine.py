@@ -1,6 +1,10 @@
 """The oracle check: one (backend, case) against the float64 oracle (or stored vectors) -> a Result.
 
 A composition of the pipeline's steps (`conformance.pipeline`): attempt, judge, relabel.
+A backend that declares another GRU form (`form = Form(linear_before_reset=False)` on the
+adapter: ONNX's default, Keras reset_after=False, haiku; or ONNX's activations and clip) is
+judged against the oracle's recurrence in that form, its own semantics; the diagnosis then
+asks whether it ignored part of what it declares.
 """
 
 from __future__ import annotations
@@ -10,10 +14,11 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 from conformance.case import Case
-from conformance.contract import Backend
+from conformance.contract import Backend, declared_form
 from conformance.data import GruOutput, Inputs, Weights, case_data
 from conformance.diagnosis import diagnose_failure
 from conformance.divergences import Divergence
+from conformance.forms import PYTORCH, Form, gru
 from conformance.oracle import gru_reference
 from conformance.pipeline import Reference, attempt, judge, relabel
 from conformance.records import Result, rerun_command
@@ -28,7 +33,18 @@ def oracle_reference(case: Case) -> tuple[Weights, Inputs, GruOutput]:
     return weights, inputs, gru_reference(case, weights, inputs)
 
 
-ORACLE = Reference("oracle", oracle_reference)
+@lru_cache(maxsize=64)
+def other_form_reference(case: Case, form: Form) -> tuple[Weights, Inputs, GruOutput]:
+    """The same data through the oracle's recurrence in a declared form (`conformance.forms.gru`): the truth
+    of a backend that declares another GRU (ONNX's default linear_before_reset=0, Keras reset_after=False,
+    haiku; ONNX's activations and clip). The reset-before-matmul form is the oracle's own second form."""
+    weights, inputs = case_data(case)
+    if form == Form(linear_before_reset=False):
+        return weights, inputs, gru_reference(case, weights, inputs, linear_before_reset=False)
+    return weights, inputs, gru(case, weights, inputs, form)
+
+
+ORACLE = Reference("oracle", oracle_reference, other_form=other_form_reference)
 
 
 def check(
@@ -51,8 +67,16 @@ def check(
         precision=precision,
         reference=reference.name,
     )
+    form = declared_form(backend)
+    if form != PYTORCH and reference.other_form is None:
+        result.verdict = Verdict.UNSUPPORTED
+        result.reason = f"{reference.name} holds PyTorch's GRU form only; {backend.name} declares {form.describe()}"
+        return result
     started = time.perf_counter()
-    weights, inputs, expected = reference.load(case)
+    if form == PYTORCH or reference.other_form is None:
+        weights, inputs, expected = reference.load(case)
+    else:
+        weights, inputs, expected = reference.other_form(case, form)
     reference_s = time.perf_counter() - started
     tried = attempt(backend, case, weights, inputs)
     result.timing = {"reference_s": reference_s, **tried.timing}
@@ -68,7 +92,7 @@ def check(
     relabel(result, registry or [])
     if result.verdict == Verdict.FAIL and tried.output is not None and _numbers_differ(result):
         started = time.perf_counter()
-        diagnosis = diagnose_failure(case, weights, inputs, expected, tried.output, tolerance.atol)
+        diagnosis = diagnose_failure(case, weights, inputs, expected, tried.output, tolerance.atol, form)
         result.diagnosis = diagnosis.as_dict()
         result.reason += f"\n{diagnosis.describe()}"
         result.timing["diagnose_s"] = time.perf_counter() - started

@@ -25,7 +25,8 @@ from conformance.compare import compare, verdict_of
 from conformance.contract import Backend, UnsupportedCase, first_line
 from conformance.data import GruOutput, Inputs, Weights
 from conformance.divergences import Divergence, match
-from conformance.records import Check, Result
+from conformance.forms import Form
+from conformance.records import ORACLE_CHECK, Check, Result
 from conformance.tolerance import Tolerance
 from conformance.verdict import Verdict
 
@@ -41,6 +42,8 @@ class Reference:
     name: str
     load: Callable[[Case], tuple[Weights, Inputs, GruOutput]]
     rerun_args: tuple[str, ...] = ()
+    # The same for a backend that declares another GRU form (conformance.contract.declared_form); None: none.
+    other_form: Callable[[Case, Form], tuple[Weights, Inputs, GruOutput]] | None = None
 
 
 @dataclass
@@ -105,10 +108,11 @@ def judge(
     return Judgement(verdict_of(checks), checks, "\n".join(c.message for c in checks if not c.passed))
 
 
-def relabel(result: Result, registry: list[Divergence]) -> None:
+def relabel(result: Result, registry: list[Divergence], check: str = ORACLE_CHECK) -> None:
     """Apply the known-divergence registry: a matching failure becomes `known_divergence`, a matching pass
-    becomes `unexpected_pass` (a fixed upstream bug must be noticed). Other verdicts stay what they are."""
-    entry = match(registry, result.backend, result.case)
+    becomes `unexpected_pass` (a fixed upstream bug must be noticed). Other verdicts stay what they are.
+    Only entries for this `check` apply (an oracle divergence says nothing about an invariant)."""
+    entry = match(registry, result.backend, result.case, check)
     if entry is None:
         return
     failing = [c.name for c in result.failing_checks]

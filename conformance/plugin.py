@@ -21,9 +21,10 @@ from typing import Any
 import pytest
 
 from conformance import cross_device, divergences, matrix, selection, sharding
+from conformance import invariants as invariant_checks
 from conformance.backend_summary import BackendSummary, summarize
 from conformance.case import Case, CaseError
-from conformance.contract import Backend, Preparing
+from conformance.contract import Backend, Preparing, declared_form
 from conformance.engine import ORACLE, check
 from conformance.environment import environment
 from conformance.pipeline import Reference
@@ -63,6 +64,8 @@ class ConformanceRun:
     verdicts: Counter[str] = field(default_factory=Counter)
     reference: Reference = ORACLE  # or stored vectors (--vectors)
     rerun_args: tuple[str, ...] = ()  # options a rerun command needs besides backend, case and reference
+    invariants: list[invariant_checks.Invariant] = field(default_factory=list)  # the tier's ([invariants])
+    base_runs: invariant_checks.BaseRuns = field(default_factory=invariant_checks.BaseRuns)
 
     def prepare(self, items: list[pytest.Item]) -> None:
         """Let backends that build models up front (ONNX exports) build all they will need at once, in parallel."""
@@ -71,11 +74,38 @@ class ConformanceRun:
             params = getattr(item, "callspec", None)
             if params is not None and {"case", "backend"} <= set(params.params):
                 wanted.setdefault(params.params["backend"].name, []).append(params.params["case"])
+                if "invariant" in params.params:  # its transformed copies need models too
+                    wanted[params.params["backend"].name] += params.params["invariant"].cases(params.params["case"])
         for backend in self.backends:
             if isinstance(backend, Preparing) and wanted.get(backend.name) and backend.availability().available:
                 backend.prepare(wanted[backend.name])
 
     def check(self, backend: Backend, case: Case) -> Result:
+        self.describe(backend)
+        result = check(backend, case, self.reference, self.registry, self.precision, self.rerun_args)
+        self.writer.write(result.as_record())
+        self.verdicts[result.verdict.value] += 1
+        return result
+
+    def check_invariant(self, backend: Backend, case: Case, invariant: invariant_checks.Invariant) -> Result:
+        """One invariant of one (backend, case), recorded as a result whose `check` is `invariant:<name>`."""
+        self.describe(backend)
+        result = invariant_checks.check(
+            backend,
+            case,
+            invariant,
+            self.registry,
+            self.precision,
+            self.rerun_args,
+            lambda c: self.reference.load(c)[:2],
+            self.base_runs,
+        )
+        self.writer.write(result.as_record())
+        self.verdicts[result.verdict.value] += 1
+        return result
+
+    def describe(self, backend: Backend) -> None:
+        """The backend's record (notes, availability, declared form), once per backend per process."""
         if backend.name not in self.described:
             self.described.add(backend.name)
             notes: dict[str, Any] = {}
@@ -94,12 +124,9 @@ class ConformanceRun:
                     "available": availability.available,
                     "availability": availability.describe(),
                     "notes": notes,
+                    "form": declared_form(backend).describe(),
                 }
             )
-        result = check(backend, case, self.reference, self.registry, self.precision, self.rerun_args)
-        self.writer.write(result.as_record())
-        self.verdicts[result.verdict.value] += 1
-        return result
 
     def check_devices(self, pair: cross_device.DevicePair, case: Case) -> CrossDeviceResult:
         """The cross-device check of one case, recorded as a `cross_device` record."""
@@ -194,10 +221,12 @@ def _build_run(config: pytest.Config) -> ConformanceRun:
         elif opt.case:
             cases = [Case.from_id(case_id) for case_id in opt.case]
         else:
-            cases = matrix.cases(opt.tier, opt.seed, Path(opt.matrix) if opt.matrix else matrix.DEFAULT_MATRIX)
+            cases = matrix.cases(opt.tier, opt.seed, _matrix_path(opt))
         cases = sharding.select(cases, sharding.parse(opt.shard) if opt.shard else None)
         backends = selection.select(_split(opt.backends), opt.device, opt.backend_module, opt.precision)
         registry = divergences.load(Path(opt.divergences) if opt.divergences else divergences.DEFAULT_REGISTRY)
+        # With --case the tier's invariants still apply (to the cases named); stored vectors hold no invariants.
+        invariant_names = [] if opt.vectors else matrix.invariants(opt.tier, _matrix_path(opt))
     except (
         CaseError,
         matrix.MatrixError,
@@ -251,7 +280,12 @@ def _build_run(config: pytest.Config) -> ConformanceRun:
         worker,
         reference=reference,
         rerun_args=_rerun_args(opt),
+        invariants=invariant_checks.named(invariant_names),
     )
+
+
+def _matrix_path(opt: Any) -> Any:
+    return Path(opt.matrix) if opt.matrix else matrix.DEFAULT_MATRIX
 
 
 def _output_path(config: pytest.Config, path: str) -> Path:
@@ -367,10 +401,23 @@ class _XdistHooks:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if not _is_conformance_module(metafunc.definition.path):
         return  # another suite's `case` and `backend` are its own business
-    if {"case", "backend"} <= set(metafunc.fixturenames):
+    if {"case", "backend"} <= set(metafunc.fixturenames) and "invariant" not in metafunc.fixturenames:
         run = activate(metafunc.config)
         pairs = [(case, backend) for case in run.cases for backend in run.backends]
         metafunc.parametrize(("case", "backend"), pairs, ids=[f"{b.name}-{c.id}" for c, b in pairs])
+    if {"case", "backend", "invariant"} <= set(metafunc.fixturenames):
+        run = activate(metafunc.config)
+        triples = [
+            pytest.param(case, backend, invariant, id=f"{invariant.name}-{backend.name}-{case.id}")
+            for case in run.cases
+            for backend in run.backends
+            for invariant in run.invariants
+            if invariant.applies(case)
+        ]
+        if not triples:  # one clear skip instead of pytest's "got empty parameter set"
+            skip = pytest.mark.skip(reason="invariants: the tier declares none, or none applies to its cases")
+            triples = [pytest.param(None, None, None, id="no-invariant", marks=skip)]
+        metafunc.parametrize(("case", "backend", "invariant"), triples)
     if {"case", "device_pair"} <= set(metafunc.fixturenames):
         run = activate(metafunc.config)
         device_pairs = cross_device.pairs(run.backends)
@@ -450,6 +497,8 @@ def summary_table(summaries: list[BackendSummary]) -> list[str]:
         lines.append(f"{s.backend:<{width}}  " + " ".join(f"{s.counts[v.value] or '.':>5}" for v in COLUMNS))
         if s.failing or s.ran == 0:
             lines.append(f"  {s.line()}")
+        if s.invariant_line():
+            lines.append(f"  {s.invariant_line()}")
     return lines
 
 

@@ -43,6 +43,18 @@ KINDS = (ENVIRONMENT, BACKEND, RESULT, CROSS_DEVICE, END)
 # the backend's own API, not an arithmetic error).
 CHECK_KINDS = ("shape", "dtype", "arithmetic", "convention")
 
+# What a result checks (its `check` field). "oracle": the backend against the float64 oracle (the
+# default: records written before the field existed are oracle results). "invariant:<name>": a
+# metamorphic property of the backend alone, its runs compared with each other (conformance.invariants).
+# A (backend, case) has one oracle result and at most one result per invariant.
+ORACLE_CHECK = "oracle"
+INVARIANT_PREFIX = "invariant:"
+
+
+def check_of(record: dict[str, Any]) -> str:
+    """The check a result record comes from; "oracle" for records older than the field."""
+    return str(record.get("check") or ORACLE_CHECK)
+
 
 @dataclass
 class Check:
@@ -104,6 +116,7 @@ class Result:
     precision: str = "strict"
     reference: str = "oracle"  # or the vectors directory the expected values came from
     diagnosis: dict[str, Any] | None = None  # the likely mistake behind a failure (conformance.diagnosis)
+    check: str = ORACLE_CHECK  # which check produced it: "oracle", or "invariant:<name>" (conformance.invariants)
 
     @property
     def worst_headroom(self) -> float | None:
@@ -132,6 +145,7 @@ class Result:
             "precision": self.precision,
             "reference": self.reference,
             "diagnosis": self.diagnosis,
+            "check": self.check,
         }
 
     @classmethod
@@ -151,6 +165,7 @@ class Result:
             precision=record.get("precision", "strict"),
             reference=record.get("reference", "oracle"),
             diagnosis=record.get("diagnosis"),
+            check=record.get("check", ORACLE_CHECK),
         )
 
 

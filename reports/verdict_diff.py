@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from conformance.records import RESULT, read_records
+from conformance.records import ORACLE_CHECK, RESULT, check_of, read_records
 
 Key = tuple[str, str]  # (backend, case id)
 
@@ -20,7 +20,9 @@ def verdicts(paths: Iterable[Path]) -> dict[Key, str]:
     for path in paths:
         for record in read_records(path):
             if record["kind"] == RESULT:
-                seen.setdefault((record["backend"], record["case_id"]), set()).add(record["verdict"])
+                check = check_of(record)  # an invariant's result is its own pair: "<case id> invariant:<name>"
+                case = record["case_id"] if check == ORACLE_CHECK else f"{record['case_id']} {check}"
+                seen.setdefault((record["backend"], case), set()).add(record["verdict"])
     return {key: "|".join(sorted(values)) for key, values in seen.items()}
 
 

@@ -154,6 +154,98 @@ class WrongNumbersAndPadding(NumpyGru):
 PLANTED = (SwappedRZ, DroppedBhn, ReverseIgnoresLengths, SwappedHnDirections, GarbageInPadding)
 
 
+# --- Invariant breakers: each agrees with the oracle on the suite's fixed cases and breaks one invariant. ---
+# What makes them invisible to the oracle is always something the matrix's data never varies: a batch
+# of one inside a batch-3 case, an h0 of exact zeros, trailing padding after the longest item (the
+# data always has an item of full length), an unsorted batch whose longest item is not last.
+
+
+def _batch_size(case: Case, inputs: Inputs) -> int:
+    return int(inputs.x.shape[0 if case.batch_first else 1])
+
+
+@dataclass
+class BatchOfOneDropsBhn(NumpyGru):
+    """A batch of one takes an 'unbatched' fast path that forgets b_hn: each item alone differs from its row."""
+
+    family: str = "planted-batch-of-one"
+
+    def run(self, case: Case, weights: Weights, inputs: Inputs) -> GruOutput:
+        if _batch_size(case, inputs) == 1:
+            weights = _rows(weights, _drop_b_hn)
+        return super().run(case, weights, inputs)
+
+
+@dataclass
+class ZeroH0DropsBhh(NumpyGru):
+    """An all-zero h0 is taken for 'no state' and a stateless path drops bias_hh (mlx#3249's mirror image)."""
+
+    family: str = "planted-zero-h0"
+
+    def run(self, case: Case, weights: Weights, inputs: Inputs) -> GruOutput:
+        if inputs.h0 is not None and not np.any(inputs.h0):
+            weights = _rows(weights, lambda name, v: v * 0 if name.startswith("bias_hh") else v)
+        return super().run(case, weights, inputs)
+
+
+@dataclass
+class TrailingPaddingAdvances(NumpyGru):
+    """In a batch of several, steps after the longest item count as valid for it: its state runs on through
+    trailing padding. (A batch of one takes another path, so this breaks padding-independence alone.)"""
+
+    family: str = "planted-trailing-padding"
+
+    def run(self, case: Case, weights: Weights, inputs: Inputs) -> GruOutput:
+        if inputs.lengths is not None and _batch_size(case, inputs) > 1:
+            steps = int(inputs.x.shape[1 if case.batch_first else 0])
+            lengths = np.asarray(inputs.lengths)
+            longest = lengths.max()
+            inputs = replace(inputs, lengths=np.where(lengths == longest, steps, lengths))
+        return super().run(case, weights, inputs)
+
+
+@dataclass
+class StepsFromLastItem(NumpyGru):
+    """An unsorted batch runs as many steps as its last item is long (the matrix's unsorted batches end with
+    the longest item, so only another order shows it)."""
+
+    family: str = "planted-steps-from-last"
+
+    def run(self, case: Case, weights: Weights, inputs: Inputs) -> GruOutput:
+        if inputs.lengths is not None and not case.enforce_sorted:
+            lengths = np.asarray(inputs.lengths)
+            inputs = replace(inputs, lengths=np.minimum(lengths, lengths[-1]))
+        return super().run(case, weights, inputs)
+
+
+@dataclass
+class CallCounterInOutput(NumpyGru):
+    """Adds (calls mod 64) + 1 units in the last place to one output element: far inside the tolerance, yet two
+    identical calls never agree. `deterministic` is what it claims."""
+
+    family: str = "planted-call-counter"
+    deterministic: bool = True
+    calls: int = 0
+
+    def run(self, case: Case, weights: Weights, inputs: Inputs) -> GruOutput:
+        right = super().run(case, weights, inputs)
+        self.calls += 1
+        output = np.array(right.output)
+        first = (0,) * output.ndim
+        for _ in range(self.calls % 64 + 1):
+            output[first] = np.nextafter(output[first], np.inf, dtype=output.dtype)
+        return GruOutput(output, right.h_n)
+
+
+INVARIANT_BREAKERS = {
+    "batch-independence": BatchOfOneDropsBhn,
+    "omitted-h0": ZeroH0DropsBhh,
+    "padding-independence": TrailingPaddingAdvances,
+    "order-equivariance": StepsFromLastItem,
+    "determinism": CallCounterInOutput,
+}
+
+
 def swapped_rz() -> Iterator[NumpyGru]:
     """A factory for `--backend-module planted_backends:swapped_rz`."""
     yield SwappedRZ()
