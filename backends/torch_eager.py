@@ -148,7 +148,8 @@ class TorchGru(BaseBackend):
                     packed_out, h_n = module(packed, h0)
                     output, _ = pad_packed_sequence(packed_out, batch_first=case.batch_first, total_length=case.seq_len)
         except (RuntimeError, NotImplementedError) as error:
-            if "not implemented for" in str(error):
+            # A dtype torch has no kernel for, or a length of 0 (pack_padded_sequence refuses empty sequences).
+            if any(refusal in str(error) for refusal in ("not implemented for", "has to be greater than 0")):
                 raise UnsupportedCase(first_line(error)) from error
             raise
         return GruOutput(output=to_numpy(output, case.dtype), h_n=to_numpy(h_n, case.dtype))

@@ -74,7 +74,7 @@ def diagnose_failure(
 
 
 # What a declared form can ask for, by the ONNX attribute that asks for it, and that attribute's default.
-ATTRIBUTES = {
+ATTRIBUTES: dict[str, dict[str, Any]] = {
     "linear_before_reset": {"linear_before_reset": True},
     "activations": {"gate_activation": PYTORCH.gate_activation, "candidate_activation": PYTORCH.candidate_activation},
     "clip": {"clip": None},
@@ -103,7 +103,7 @@ def ignored_attributes(
                 f"{' and '.join(names)} ignored: computes {replace(form, **changes).describe()}, not {form.describe()}"
             )
             match = VariantMatch(
-                f"ignores-{'-'.join(names)}", FORM, explanation, error, error / atol, separation / atol, True
+                f"ignores-{'-and-'.join(names)}", FORM, explanation, error, error / atol, separation / atol, True
             )
             found.append((size, error, match))
     return [m for *_, m in sorted(found, key=lambda item: item[:2])]

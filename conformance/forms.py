@@ -20,6 +20,7 @@ import numpy as np
 from conformance.case import Case
 from conformance.data import GruOutput, Inputs, Weights
 from conformance.dtypes import quantize
+from conformance.records import PYTORCH_FORM
 
 Rounding = Callable[[np.ndarray], np.ndarray]
 
@@ -140,7 +141,7 @@ class Form:
     def describe(self) -> str:
         """The form as a report names it, after ONNX's attributes: what differs from PyTorch's GRU."""
         text = (
-            "linear_before_reset=1 (PyTorch's form)"
+            PYTORCH_FORM
             if self.linear_before_reset
             else "linear_before_reset=0 (reset gate before the recurrent matmul)"
         )

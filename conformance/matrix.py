@@ -148,13 +148,17 @@ def zero_length_cases(data: dict[str, Any], seed: int) -> Iterator[Case]:
 
 
 def cases(tier: str, seed: int = 0, path: Traversable = DEFAULT_MATRIX) -> list[Case]:
-    """The cases of a tier, in a stable order (the same on every machine), then the zero-length cases."""
+    """The cases of a tier, in a stable order (the same on every machine)."""
     if tier not in TIERS:
         raise MatrixError(f"unknown tier {tier!r}; valid tiers: {', '.join(TIERS)}")
     data = load(path)
     generate = {"smoke": smoke_cases, "pairwise": pairwise_cases, "full": full_cases}[tier]
-    own = list(generate(data, seed))
-    return own + [c for c in zero_length_cases(data, seed) if c not in own]
+    return list(generate(data, seed))
+
+
+def zero_length(seed: int = 0, path: Traversable = DEFAULT_MATRIX) -> list[Case]:
+    """The declared zero-length cases (`[[zero_length.cases]]`), which a run of any tier adds to the tier's own."""
+    return list(zero_length_cases(load(path), seed))
 
 
 def invariants(tier: str, path: Traversable = DEFAULT_MATRIX) -> list[str]:

@@ -222,6 +222,7 @@ def _build_run(config: pytest.Config) -> ConformanceRun:
             cases = [Case.from_id(case_id) for case_id in opt.case]
         else:
             cases = matrix.cases(opt.tier, opt.seed, _matrix_path(opt))
+            cases += [c for c in matrix.zero_length(opt.seed, _matrix_path(opt)) if c not in cases]
         cases = sharding.select(cases, sharding.parse(opt.shard) if opt.shard else None)
         backends = selection.select(_split(opt.backends), opt.device, opt.backend_module, opt.precision)
         registry = divergences.load(Path(opt.divergences) if opt.divergences else divergences.DEFAULT_REGISTRY)

@@ -50,6 +50,10 @@ CHECK_KINDS = ("shape", "dtype", "arithmetic", "convention")
 ORACLE_CHECK = "oracle"
 INVARIANT_PREFIX = "invariant:"
 
+# How a backend record names the GRU form PyTorch's nn.GRU computes (conformance.forms.Form.describe):
+# the form every backend implements unless it declares another.
+PYTORCH_FORM = "linear_before_reset=1 (PyTorch's form)"
+
 
 def check_of(record: dict[str, Any]) -> str:
     """The check a result record comes from; "oracle" for records older than the field."""

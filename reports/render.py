@@ -17,8 +17,8 @@ from typing import Any
 
 from conformance import divergences
 from conformance.backend_summary import summarize
-from conformance.records import RESULT
-from reports import html, plots
+from conformance.records import PYTORCH_FORM, RESULT
+from reports import html, plots, semantics
 from reports.load import HEADLINE_PACKAGES, SEVERITY, Merged, Run, load
 from reports.summary import STATUSES, Change, cells, compare, cross_device_cells, features, summary, write_summary
 
@@ -164,14 +164,18 @@ def render(
     table = cells(merged, rows)
     cross = cross_device_cells(merged)
     data = summary(merged, rows, table, cross)
+    data["invariants"] = semantics.summary(merged)  # additive: column -> check -> cell
     changes: list[Change] = []
     if compare_to is not None:
         changes = compare(json.loads(Path(compare_to).read_text(encoding="utf-8")), data)
 
     counts = Counter(e.verdict for e in merged.entries)
     families: dict[str, list[Any]] = {}
+    form_groups: dict[str, int] = {}  # columns per declared form, in column order (load sorts by form)
     for column in merged.columns:
         families.setdefault(column.family, []).append(column)
+        form = column.form or PYTORCH_FORM
+        form_groups[form] = form_groups.get(form, 0) + 1
     runs = [_run_row(r) for r in merged.runs]
     cross_rows, cross_details = html.cross_device_rows(merged, cross)
     context = {
@@ -188,6 +192,9 @@ def render(
         "total": sum(counts.values()),
         "statuses": STATUSES,
         "families": families,
+        "form_groups": list(form_groups.items()),
+        "semantics": semantics.rows(merged),
+        "invariant_names": semantics.invariant_names(merged),
         "columns": merged.columns,
         "rows": rows,
         "table": table,

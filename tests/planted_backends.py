@@ -249,3 +249,68 @@ INVARIANT_BREAKERS = {
 def swapped_rz() -> Iterator[NumpyGru]:
     """A factory for `--backend-module planted_backends:swapped_rz`."""
     yield SwappedRZ()
+
+
+# --- Zero-length behaviours: what a backend may do with an item of length 0. ---
+
+
+def _empty_items(inputs: Inputs) -> np.ndarray:
+    return np.zeros(0, int) if inputs.lengths is None else np.flatnonzero(np.asarray(inputs.lengths) == 0)
+
+
+@dataclass
+class EmptyItemStateZeroed(NumpyGru):
+    """h_n of a length-0 item is zeros whatever h0 was (what onnxruntime's GRU does with Y_h)."""
+
+    family: str = "planted-empty-zeroed"
+
+    def run(self, case: Case, weights: Weights, inputs: Inputs) -> GruOutput:
+        right = super().run(case, weights, inputs)
+        h_n = np.array(right.h_n)
+        h_n[:, _empty_items(inputs)] = 0
+        return GruOutput(right.output, h_n)
+
+
+@dataclass
+class EmptyItemRunsFully(NumpyGru):
+    """`length or seq_len`: 0 is falsy, so an empty item runs every step (its h_n and 'padded' outputs move)."""
+
+    family: str = "planted-empty-runs"
+
+    def run(self, case: Case, weights: Weights, inputs: Inputs) -> GruOutput:
+        if inputs.lengths is not None:
+            steps = int(inputs.x.shape[1 if case.batch_first else 0])
+            lengths = np.asarray(inputs.lengths)
+            inputs = replace(inputs, lengths=np.where(lengths == 0, steps, lengths))
+        return super().run(case, weights, inputs)
+
+
+@dataclass
+class EmptyItemShiftsOthers(NumpyGru):
+    """Drops empty items, runs the rest, and writes their results back to the first slots: the others move."""
+
+    family: str = "planted-empty-shifts"
+
+    def run(self, case: Case, weights: Weights, inputs: Inputs) -> GruOutput:
+        empty = _empty_items(inputs)
+        if not len(empty):
+            return super().run(case, weights, inputs)
+        batch = _batch_size(case, inputs)
+        kept = [b for b in range(batch) if b not in set(empty)]
+        axis = 0 if case.batch_first else 1
+        part = replace(
+            inputs,
+            x=np.take(inputs.x, kept, axis=axis),
+            h0=None if inputs.h0 is None else inputs.h0[:, kept],
+            lengths=np.asarray(inputs.lengths)[kept],
+        )
+        ran = super().run(
+            replace(case, batch=len(kept), lengths="full" if len(kept) == 1 else case.lengths), weights, part
+        )
+        output = np.zeros_like(np.take(ran.output, [0] * batch, axis=axis))
+        h_n = np.zeros((ran.h_n.shape[0], batch, ran.h_n.shape[2]), ran.h_n.dtype)
+        index = [slice(None)] * output.ndim
+        index[axis] = slice(0, len(kept))
+        output[tuple(index)] = ran.output
+        h_n[:, : len(kept)] = ran.h_n
+        return GruOutput(output, h_n)
