@@ -326,7 +326,9 @@ def check(
         family=backend.family,
         device=backend.device,
         verdict=Verdict.PASS,
-        rerun=rerun_command(case, backend.name, precision, [*rerun_args, "-k", invariant.name]),
+        rerun=rerun_command(
+            case, backend.name, precision, [*rerun_args, "--invariant", invariant.name, "-k", "test_invariant"]
+        ),
         precision=precision,
         reference="self",
         check=invariant.check,

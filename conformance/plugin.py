@@ -72,7 +72,11 @@ class ConformanceRun:
         wanted: dict[str, list[Case]] = {}
         for item in items:
             params = getattr(item, "callspec", None)
-            if params is not None and {"case", "backend"} <= set(params.params):
+            if (
+                params is not None
+                and {"case", "backend"} <= set(params.params)
+                and params.params["backend"] is not None
+            ):
                 wanted.setdefault(params.params["backend"].name, []).append(params.params["case"])
                 if "invariant" in params.params:  # its transformed copies need models too
                     wanted[params.params["backend"].name] += params.params["invariant"].cases(params.params["case"])
@@ -147,6 +151,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--tier", default="pairwise", help=f"case tier: {', '.join(matrix.TIERS)} (default: pairwise)")
     group.addoption(
         "--case", action="append", default=None, metavar="CASE_ID", help="run exactly this case id (overrides --tier)"
+    )
+    group.addoption(
+        "--invariant",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="run this invariant check (repeatable; conformance/invariants.py); default: the tier's [invariants] "
+        "in the matrix file, none with --case",
     )
     group.addoption("--device", default="all", help="cpu, cuda or all (default: all devices detected here)")
     group.addoption("--seed", type=int, default=0, help="data seed for every case (default: 0)")
@@ -226,14 +238,21 @@ def _build_run(config: pytest.Config) -> ConformanceRun:
         cases = sharding.select(cases, sharding.parse(opt.shard) if opt.shard else None)
         backends = selection.select(_split(opt.backends), opt.device, opt.backend_module, opt.precision)
         registry = divergences.load(Path(opt.divergences) if opt.divergences else divergences.DEFAULT_REGISTRY)
-        # With --case the tier's invariants still apply (to the cases named); stored vectors hold no invariants.
-        invariant_names = [] if opt.vectors else matrix.invariants(opt.tier, _matrix_path(opt))
+        # --invariant names them; --case reruns exactly the cases named (no invariant unless named); vectors hold none.
+        if opt.invariant:
+            invariant_names = _split(opt.invariant) or []
+        elif opt.case or opt.vectors:
+            invariant_names = []
+        else:
+            invariant_names = matrix.invariants(opt.tier, _matrix_path(opt))
+        invariant_list = invariant_checks.named(invariant_names, "--invariant")
     except (
         CaseError,
         matrix.MatrixError,
         selection.SelectionError,
         divergences.RegistryError,
         sharding.ShardError,
+        invariant_checks.InvariantError,
     ) as error:
         raise pytest.UsageError(str(error)) from None
 
@@ -281,7 +300,7 @@ def _build_run(config: pytest.Config) -> ConformanceRun:
         worker,
         reference=reference,
         rerun_args=_rerun_args(opt),
-        invariants=invariant_checks.named(invariant_names),
+        invariants=invariant_list,
     )
 
 

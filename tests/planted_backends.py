@@ -237,6 +237,11 @@ class CallCounterInOutput(NumpyGru):
         return GruOutput(output, right.h_n)
 
 
+def batch_of_one() -> Iterator[NumpyGru]:
+    """A factory for `--backend-module planted_backends:batch_of_one`."""
+    yield BatchOfOneDropsBhn()
+
+
 INVARIANT_BREAKERS = {
     "batch-independence": BatchOfOneDropsBhn,
     "omitted-h0": ZeroH0DropsBhh,

@@ -7,6 +7,7 @@ unsorted batch whose longest item isn't last, a second identical call.
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from planted_backends import INVARIANT_BREAKERS, CallCounterInOutput
 from conformance import divergences, engine, matrix
 from conformance.case import Case
 from conformance.invariants import INVARIANTS, InvariantError, check, named
-from conformance.records import Result, check_of
+from conformance.records import Result, check_of, read_records
 from conformance.verdict import Verdict
 from reports.verdict_diff import verdicts
 
@@ -53,7 +54,7 @@ def test_a_broken_invariant_explains_itself() -> None:
     assert first.startswith("invariant batch-independence broken: each item run alone gives its row")
     assert "item 0 alone, item 1 alone, item 2 alone" in first
     assert "worst element at [step=" in result.reason and "tolerance" in result.reason
-    assert result.rerun.endswith(f"--case {UNSORTED.id} -k batch-independence")
+    assert result.rerun.endswith(f"--case {UNSORTED.id} --invariant batch-independence -k test_invariant")
     assert result.tolerance is not None and result.tolerance["basis"].startswith("2 x atol")
     single = engine.check(NumpyGru(), UNSORTED).tolerance
     assert single is not None and result.tolerance["atol"] == pytest.approx(2 * single["atol"])
@@ -117,3 +118,22 @@ def test_records_keep_the_check_apart(tmp_path: Path) -> None:
         ("numpy-example[cpu]", DENSE.id): "pass",
         ("numpy-example[cpu]", f"{DENSE.id} invariant:determinism"): "pass",
     }
+
+
+@pytest.mark.e2e
+def test_the_suite_runs_a_named_invariant_and_its_rerun_reruns_exactly_it(suite, tmp_path: Path) -> None:
+    planted = ("--backend-module", "planted_backends:batch_of_one", "--backends", "planted-batch-of-one")
+    run = suite(*planted, "--tier", "smoke", "--invariant", "batch-independence")
+    assert run.returncode == 1, run.stdout + run.stderr
+    smoke = len(matrix.cases("smoke")) + len(matrix.zero_length())
+    applies = [c for c in matrix.cases("smoke") if INVARIANTS["batch-independence"].applies(c)]
+    assert f"{len(applies)} failed, {smoke} passed" in run.stdout  # the oracle passes everywhere; the invariant never
+    assert "invariant batch-independence broken: each item run alone gives its row" in run.stdout
+    assert "invariants: 0 hold; broken: batch-independence" in run.stdout  # the terminal summary
+    records = [r for r in read_records(tmp_path / "results.jsonl") if r["kind"] == "result"]
+    assert {check_of(r) for r in records} == {"oracle", "invariant:batch-independence"}
+    rerun = next(r["rerun"] for r in records if r["check"] != "oracle")
+    again = suite(*shlex.split(rerun)[2:], "--backend-module", "planted_backends:batch_of_one")
+    assert again.returncode == 1 and "1 failed, 2 deselected" in again.stdout  # the invariant alone, no oracle check
+    exact = suite(*planted, "--case", applies[0].id)
+    assert exact.returncode == 0 and "1 passed, 2 skipped" in exact.stdout  # --case alone: the oracle check only
