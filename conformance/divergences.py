@@ -19,7 +19,7 @@ from conformance.names import matches
 # Package data, so an installed (non-editable) copy has it; `--divergences` overrides it.
 DEFAULT_REGISTRY: Traversable = resources.files("conformance") / "declared" / "divergences.toml"
 CASE_FIELDS = {f.name for f in fields(Case)}
-ENTRY_KEYS = {"id", "backends", "when", "checks", "reason", "upstream", "check"}
+ENTRY_KEYS = {"id", "backends", "when", "unless", "checks", "reason", "upstream", "check"}
 ORACLE_CHECK = "oracle"  # an entry's `check` when it names none (conformance.records.ORACLE_CHECK)
 
 
@@ -36,11 +36,16 @@ class Divergence:
     checks: tuple[str, ...] = ()
     upstream: str = ""
     check: str = ORACLE_CHECK  # which check it explains: "oracle" or "invariant:<name>" (globs allowed)
+    # Case values where the entry does not apply (all must match): cases that can't tell the divergence
+    # from the truth within the tolerance, where expecting it to reproduce would only make noise.
+    unless: dict[str, tuple[Any, ...]] = field(default_factory=dict)
 
     def applies(self, backend: str, case: Case, check: str = ORACLE_CHECK) -> bool:
         if not matches(check, self.check):
             return False
         if not any(matches(backend, pattern) for pattern in self.backends):
+            return False
+        if self.unless and all(getattr(case, name) in values for name, values in self.unless.items()):
             return False
         return all(getattr(case, name) in values for name, values in self.when.items())
 
@@ -57,6 +62,7 @@ class Divergence:
             "reason": self.reason,
             "upstream": self.upstream,
             "check": self.check,
+            "unless": {k: list(v) for k, v in self.unless.items()},
         }
 
 
@@ -81,10 +87,11 @@ def load(path: Traversable = DEFAULT_REGISTRY) -> list[Divergence]:
         if raw["id"] in seen:
             raise RegistryError(f"{where}: duplicate id {raw['id']!r}")
         seen.add(raw["id"])
-        when = raw.get("when", {})
-        bad = set(when) - CASE_FIELDS
-        if bad:
-            raise RegistryError(f"{where}: 'when' names unknown case field(s) {', '.join(sorted(bad))}")
+        when, unless = raw.get("when", {}), raw.get("unless", {})
+        for key, table in (("when", when), ("unless", unless)):
+            bad = set(table) - CASE_FIELDS
+            if bad:
+                raise RegistryError(f"{where}: '{key}' names unknown case field(s) {', '.join(sorted(bad))}")
         entries.append(
             Divergence(
                 id=raw["id"],
@@ -94,6 +101,7 @@ def load(path: Traversable = DEFAULT_REGISTRY) -> list[Divergence]:
                 checks=tuple(raw.get("checks", ())),
                 upstream=raw.get("upstream", ""),
                 check=raw.get("check", ORACLE_CHECK),
+                unless={k: tuple(v if isinstance(v, list) else [v]) for k, v in unless.items()},
             )
         )
     return entries

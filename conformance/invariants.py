@@ -348,7 +348,8 @@ def check(
     for run, got in zip([Derived("the case itself", case, inputs), *derived], tried, strict=True):
         if got.output is None:
             result.verdict = got.verdict or Verdict.ERROR
-            result.reason = f"{run.label} ({run.case.id}): {got.reason}"
+            prefix = "" if run.case == case and run.inputs is inputs else f"{run.label} ({run.case.id}): "
+            result.reason = prefix + got.reason
             return result
     outputs = [t.output for t in tried[1:] if t.output is not None]
     assert own.output is not None
