@@ -138,13 +138,14 @@ def zero_length_check(case: Case, expected: np.ndarray, actual: np.ndarray, empt
     if check.passed:
         return check
     got = np.asarray(actual, dtype=np.float64)[empty]
-    policy = "h0" if case.initial_state else "0 (h0 omitted)"
     if np.isnan(got).any():
-        what = f"h_n of a length-0 item holds NaN, not {policy}"
+        what = "h_n of a length-0 item holds NaN, not " + ("h0" if case.initial_state else "0 (h0 omitted)")
+    elif not case.initial_state:
+        what = "h_n of a length-0 item is not 0 (its h0, omitted)"
     elif np.all(np.abs(got) <= tol):
         what = "h_n of a length-0 item is 0, not h0"
     else:
-        what = f"h_n of a length-0 item is neither {policy} nor 0"
+        what = "h_n of a length-0 item is neither h0 nor 0"
     check.message = f"{what}; {check.message}"
     return check
 

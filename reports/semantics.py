@@ -43,12 +43,12 @@ def _first_line(text: str) -> str:
     return lines[0] if lines else ""
 
 
-def what_came_back(entry: Entry) -> str:
-    """One phrase for a zero-length case: the policy held, what came back instead, or why it didn't run."""
+def what_came_back(entry: Entry) -> list[str]:
+    """Phrases for a zero-length case: the policy held, what came back instead, or why it didn't run."""
     worst = entry.worst
     verdict = entry.verdict
     if verdict == "pass":
-        return "h_n = h0, outputs 0 (the policy)"
+        return []
     if verdict in ("convention", "known_divergence"):
         phrases = []
         for check in worst.get("checks", []):
@@ -58,34 +58,38 @@ def what_came_back(entry: Entry) -> str:
                 phrases.append("nonzero outputs at empty or padded steps")
             elif check.get("kind") != "convention":
                 phrases.append(f"{check.get('name')} of the other items wrong")
-        prefix = f"known divergence {worst.get('divergence')}: " if verdict == "known_divergence" else ""
-        return prefix + ("; ".join(phrases) or _first_line(worst.get("reason", "")))
+        if verdict == "known_divergence":
+            return [f"known divergence {worst.get('divergence')}"]
+        return phrases or [_first_line(worst.get("reason", ""))]
     if verdict == "fail":
-        return "other items wrong: " + _first_line(worst.get("reason", ""))
-    return _first_line(worst.get("reason", ""))
+        return ["other items wrong: " + _first_line(worst.get("reason", ""))]
+    return [_first_line(worst.get("reason", ""))]
 
 
-def _cell(entries: list[Entry], text_of: Any) -> dict[str, Any]:
+def _broken(entry: Entry) -> list[str]:
+    """An invariant's failing reason (a refusal is counted, not quoted: the oracle section quotes it)."""
+    if entry.verdict in ("pass", *NOT_RUN):
+        return []
+    return [_first_line(entry.worst.get("reason", "")).removeprefix("invariant ")]
+
+
+def _cell(entries: list[Entry], phrases_of: Any) -> dict[str, Any]:
     counts = Counter(e.verdict for e in entries)
     attempted = [e for e in entries if e.verdict not in NOT_RUN]
-    verdict = min(counts, key=SEVERITY.index) if counts else "skipped"
-    if counts and set(counts) <= set(NOT_RUN) | {"pass"} and counts["pass"]:
-        verdict = "pass"  # a refusal in some cases and passes elsewhere reads as "pass where supported"
-    texts = Counter(text_of(e) for e in entries if e.verdict != "pass" and text_of(e))
-    text = "; ".join(t if n == len(entries) else f"{n}× {t}" for t, n in texts.most_common(3))
+    ran = Counter(e.verdict for e in attempted)
+    verdict = min(ran or counts, key=SEVERITY.index) if counts else "skipped"
+    phrases = Counter(p for e in entries for p in dict.fromkeys(phrases_of(e)))
+    text = "; ".join(p if n == len(entries) else f"{n}× {p}" for p, n in phrases.most_common(4))
     return {
-        "n": len(attempted) if attempted else len(entries),
+        "n": len(attempted),
         "held": counts["pass"],
+        "not_run": len(entries) - len(attempted),
         "counts": dict(sorted(counts.items())),
         "verdict": verdict,
         "status": STATUS.get(verdict, "not_run") if entries else "not_run",
         "text": text,
         "detail": "\n".join(f"{e.case_id}: {e.verdict}" for e in entries),
     }
-
-
-def _broken(entry: Entry) -> str:
-    return _first_line(entry.worst.get("reason", "")).removeprefix("invariant ")
 
 
 def rows(merged: Merged) -> list[dict[str, Any]]:
