@@ -102,7 +102,7 @@ def test_registry_entries_explain_only_their_own_check(tmp_path: Path) -> None:
     untouched = check(backend, UNSORTED, INVARIANTS["determinism"], registry)
     assert untouched.verdict == Verdict.PASS  # not unexpected_pass: the entry is about another check
     assert engine.check(backend, UNSORTED, registry=registry).verdict == Verdict.PASS
-    path.write_text(path.read_text() + 'unless = { bidirectional = [true], seq_len = [6] }\n')
+    path.write_text(path.read_text() + "unless = { bidirectional = [true], seq_len = [6] }\n")
     spared = check(backend, UNSORTED, INVARIANTS["batch-independence"], divergences.load(path))
     assert spared.verdict == Verdict.FAIL  # `unless` matches this case: the entry doesn't apply
 
