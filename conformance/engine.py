@@ -20,7 +20,7 @@ from conformance.diagnosis import diagnose_failure
 from conformance.divergences import Divergence
 from conformance.forms import PYTORCH, Form, gru
 from conformance.oracle import gru_reference
-from conformance.pipeline import Reference, attempt, judge, relabel
+from conformance.pipeline import Attempts, Reference, attempt, judge, relabel
 from conformance.records import Result, rerun_command
 from conformance.tolerance import derive
 from conformance.verdict import Verdict
@@ -54,9 +54,11 @@ def check(
     registry: list[Divergence] | None = None,
     precision: str = "strict",
     rerun_args: Sequence[str] = (),
+    attempts: Attempts | None = None,
 ) -> Result:
     """`rerun_args` are the run's options a rerun needs besides backend, case and reference
-    (`--backend-module`, a non-default `--divergences`)."""
+    (`--backend-module`, a non-default `--divergences`); `attempts` keeps the run for the
+    invariant checks of the same pair (`conformance.invariants`)."""
     result = Result(
         case=case,
         backend=backend.name,
@@ -78,7 +80,11 @@ def check(
     else:
         weights, inputs, expected = reference.other_form(case, form)
     reference_s = time.perf_counter() - started
-    tried = attempt(backend, case, weights, inputs)
+    tried = (
+        attempt(backend, case, weights, inputs)
+        if attempts is None
+        else attempts.get(backend, case, precision, weights, inputs)
+    )
     result.timing = {"reference_s": reference_s, **tried.timing}
     if tried.output is None:
         result.verdict, result.reason = tried.verdict or Verdict.ERROR, tried.reason

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -46,7 +46,7 @@ from conformance.contract import Backend
 from conformance.data import GruOutput, Inputs, Weights, case_data, uniform
 from conformance.divergences import Divergence
 from conformance.dtypes import quantize
-from conformance.pipeline import Attempt, attempt, refusal, relabel
+from conformance.pipeline import Attempts, attempt, refusal, relabel
 from conformance.records import INVARIANT_PREFIX, Check, Result, rerun_command
 from conformance.tolerance import derive
 from conformance.verdict import Verdict
@@ -290,25 +290,6 @@ def _describe_failure(invariant: Invariant, derived: list[Derived], checks: list
     return "\n".join(lines)
 
 
-Key = tuple[str, Case, str]
-
-
-@dataclass
-class BaseRuns:
-    """The case's own run per (backend, case, precision), shared by the invariants of one pair in a process."""
-
-    size: int = 4
-    runs: dict[Key, Attempt] = field(default_factory=dict)
-
-    def get(self, backend: Backend, case: Case, precision: str, weights: Weights, inputs: Inputs) -> Attempt:
-        key = (backend.name, case, precision)
-        if key not in self.runs:
-            if len(self.runs) >= self.size:
-                self.runs.pop(next(iter(self.runs)))
-            self.runs[key] = attempt(backend, case, weights, inputs)
-        return self.runs[key]
-
-
 def check(
     backend: Backend,
     case: Case,
@@ -317,7 +298,7 @@ def check(
     precision: str = "strict",
     rerun_args: Sequence[str] = (),
     data: Callable[[Case], tuple[Weights, Inputs]] = case_data,
-    base_runs: BaseRuns | None = None,
+    attempts: Attempts | None = None,
 ) -> Result:
     """Run the case and its transformed copies on one backend, compare them, record a Result."""
     result = Result(
@@ -342,7 +323,7 @@ def check(
             result.verdict, result.reason = refused.verdict or Verdict.ERROR, prefix + refused.reason
             return result
     started = time.perf_counter()
-    own = (base_runs or BaseRuns()).get(backend, case, precision, weights, inputs)
+    own = (attempts or Attempts()).get(backend, case, precision, weights, inputs)
     tried = [own] + [attempt(backend, d.case, weights, d.inputs) for d in derived]
     result.timing = {"backend_s": time.perf_counter() - started, "runs": float(len(tried))}
     for run, got in zip([Derived("the case itself", case, inputs), *derived], tried, strict=True):

@@ -60,6 +60,25 @@ class Attempt:
         return self.verdict is None
 
 
+@dataclass
+class Attempts:
+    """The case's own run per (backend, case, precision), kept for the invariant checks of the same pair:
+    the oracle check's run is one of determinism's two identical runs, and every invariant's base.
+
+    Bounded (oldest dropped first): a dropped run is simply made again."""
+
+    size: int = 4096
+    runs: dict[tuple[str, Case, str], Attempt] = field(default_factory=dict)
+
+    def get(self, backend: Backend, case: Case, precision: str, weights: Weights, inputs: Inputs) -> Attempt:
+        key = (backend.name, case, precision)
+        if key not in self.runs:
+            if len(self.runs) >= self.size:
+                self.runs.pop(next(iter(self.runs)))
+            self.runs[key] = attempt(backend, case, weights, inputs)
+        return self.runs[key]
+
+
 def _crash(error: BaseException, where: str) -> str:
     """The library's first line plus where it was raised, e.g. `ValueError: ... (at adapter.py:12, in run)`."""
     frames = traceback.extract_tb(error.__traceback__)

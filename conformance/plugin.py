@@ -27,7 +27,7 @@ from conformance.case import Case, CaseError
 from conformance.contract import Backend, Preparing, declared_form
 from conformance.engine import ORACLE, check
 from conformance.environment import environment
-from conformance.pipeline import Reference
+from conformance.pipeline import Attempts, Reference
 from conformance.records import (
     BACKEND,
     END,
@@ -65,7 +65,7 @@ class ConformanceRun:
     reference: Reference = ORACLE  # or stored vectors (--vectors)
     rerun_args: tuple[str, ...] = ()  # options a rerun command needs besides backend, case and reference
     invariants: list[invariant_checks.Invariant] = field(default_factory=list)  # the tier's ([invariants])
-    base_runs: invariant_checks.BaseRuns = field(default_factory=invariant_checks.BaseRuns)
+    attempts: Attempts = field(default_factory=Attempts)  # case runs kept for the invariants of the same pair
 
     def prepare(self, items: list[pytest.Item]) -> None:
         """Let backends that build models up front (ONNX exports) build all they will need at once, in parallel."""
@@ -86,7 +86,8 @@ class ConformanceRun:
 
     def check(self, backend: Backend, case: Case) -> Result:
         self.describe(backend)
-        result = check(backend, case, self.reference, self.registry, self.precision, self.rerun_args)
+        shared = self.attempts if any(i.applies(case) for i in self.invariants) else None
+        result = check(backend, case, self.reference, self.registry, self.precision, self.rerun_args, shared)
         self.writer.write(result.as_record())
         self.verdicts[result.verdict.value] += 1
         return result
@@ -102,7 +103,7 @@ class ConformanceRun:
             self.precision,
             self.rerun_args,
             lambda c: self.reference.load(c)[:2],
-            self.base_runs,
+            self.attempts,
         )
         self.writer.write(result.as_record())
         self.verdicts[result.verdict.value] += 1
