@@ -15,6 +15,8 @@ import itertools
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
+
 from conformance.case import Case
 from conformance.data import GruOutput, Inputs, Weights
 from conformance.forms import PYTORCH, Form, gru
@@ -107,3 +109,23 @@ def ignored_attributes(
             )
             found.append((size, error, match))
     return [m for *_, m in sorted(found, key=lambda item: item[:2])]
+
+
+def empty_item_ran(
+    case: Case, weights: Weights, inputs: Inputs, actual: GruOutput, atol: float, form: Form = PYTORCH
+) -> str | None:
+    """For a length-0 item whose h_n isn't the policy's: did it run some steps anyway? The phrase that says so.
+
+    Tried: the empty items run 1 step, or all seq_len (a length of 0 read as "full", or an index of
+    length - 1 = -1 picking the last step). None when neither reproduces the returned h_n within `atol`.
+    """
+    if inputs.lengths is None:
+        return None
+    lengths = np.asarray(inputs.lengths)
+    empty = lengths == 0
+    got = np.asarray(actual.h_n, dtype=np.float64)[:, empty]
+    for steps, phrase in ((case.seq_len, f"the state after all {case.seq_len} steps"), (1, "the state after 1 step")):
+        ran = gru(case, weights, replace(inputs, lengths=np.where(empty, steps, lengths)), form)
+        if got.shape == ran.h_n[:, empty].shape and np.abs(got - ran.h_n[:, empty]).max() <= atol:
+            return f"h_n of a length-0 item is {phrase} (it ran), not " + ("h0" if case.initial_state else "0")
+    return None

@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 from conformance.case import Case
+from conformance.compare import ZERO_LENGTH
 from conformance.contract import Backend, declared_form
 from conformance.data import GruOutput, Inputs, Weights, case_data
-from conformance.diagnosis import diagnose_failure
+from conformance.diagnosis import diagnose_failure, empty_item_ran
 from conformance.divergences import Divergence
 from conformance.forms import PYTORCH, Form, gru
 from conformance.oracle import gru_reference
@@ -96,6 +97,13 @@ def check(
         result.verdict, result.checks, result.reason = judged.verdict, judged.checks, judged.reason
         result.timing["compare_s"] = time.perf_counter() - started
     relabel(result, registry or [])
+    empty = next((c for c in result.failing_checks if c.name == ZERO_LENGTH), None)
+    if empty is not None and tried.output is not None:  # name what came back more exactly than compare can
+        ran = empty_item_ran(case, weights, inputs, tried.output, tolerance.atol, form)
+        if ran:
+            said = empty.message.split(";")[0]
+            empty.message = ran + empty.message[len(said) :]
+            result.reason = result.reason.replace(said, ran, 1)
     if result.verdict == Verdict.FAIL and tried.output is not None and _numbers_differ(result):
         started = time.perf_counter()
         diagnosis = diagnose_failure(case, weights, inputs, expected, tried.output, tolerance.atol, form)
