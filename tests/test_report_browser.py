@@ -229,7 +229,7 @@ def test_real_run_in_chromium(browser: Any, real_run: dict[str, Any]) -> None:
     page.locator("#filter-reset").click()
     page.select_option("#filter-verdict", "fail")
     shown = page.locator("#case-table tbody tr[data-verdict]")
-    assert shown.count() == sum(r["verdict"] == "fail" for r in records) == 14  # 10 smoke + 4 zero-length cases
+    assert shown.count() == sum(r["verdict"] == "fail" for r in records) == 15  # 10 smoke + 5 zero-length cases
     assert set(shown.evaluate_all("rows => rows.map(r => r.dataset.verdict)")) == {"fail"}
     page.select_option("#filter-verdict", "")
     page.select_option("#filter-backend", label="torch[cpu]")
