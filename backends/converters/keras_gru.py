@@ -43,7 +43,7 @@ def cell_to_keras_reset_before(
     w_ih: np.ndarray, w_hh: np.ndarray, b_ih: np.ndarray | None, b_hh: np.ndarray | None
 ) -> list[np.ndarray]:
     """One PyTorch cell as [kernel, recurrent_kernel(, bias (3H,))] of a Keras GRU(reset_after=False)."""
-    weights = [np.ascontiguousarray(_to_zrn(w_ih).T), np.ascontiguousarray(_to_zrn(w_hh).T)]
+    weights = cell_to_keras(w_ih, w_hh, None, None)  # the kernels are the same in both forms
     if b_ih is not None or b_hh is not None:
         zeros = np.zeros(w_ih.shape[0], dtype=w_ih.dtype)
         weights.append(_to_zrn(fold(zeros if b_ih is None else b_ih, zeros if b_hh is None else b_hh)))
