@@ -1,5 +1,8 @@
 """Keras 3 on the JAX backend: `layers.GRU(reset_after=True)` and `layers.Bidirectional`.
 
+A second family, `keras-jax-reset-after-false`, runs `layers.GRU(reset_after=False)`, Keras's
+other GRU (reset before the recurrent matmul); it declares that form and is judged in it.
+
 Keras picks its backend once, at first import, from `KERAS_BACKEND`. This adapter sets
 `KERAS_BACKEND=jax` just before it imports keras (`_import_keras`); if keras was already
 imported in this process with another backend, the adapter is unavailable and says so
@@ -32,6 +35,7 @@ from backends.jax_common import (
 )
 from conformance.case import Case
 from conformance.contract import Availability, first_line
+from conformance.forms import PYTORCH, Form
 
 _HOST_ZEROS: Any = None
 
@@ -70,6 +74,12 @@ def _host_zeros() -> Any:
 class KerasJaxGru(JaxBackend):
     family: str = "keras-jax"
     modules: tuple[str, ...] = ("jax",)
+    reset_after: bool = True  # False: Keras's other GRU (reset before the recurrent matmul), its own column
+
+    @property
+    def form(self) -> Form:
+        """What Keras documents `reset_after` to mean: True is PyTorch's form, False the other one."""
+        return PYTORCH if self.reset_after else Form(linear_before_reset=False)
 
     def availability(self) -> Availability:
         base = super().availability()
@@ -87,7 +97,14 @@ class KerasJaxGru(JaxBackend):
         return conv
 
     def convert(self, tensors: dict[str, np.ndarray]) -> Any:
-        return conv.torch_to_keras(tensors)
+        return conv.torch_to_keras(tensors, self.reset_after)
+
+    def describe(self) -> dict[str, Any]:
+        notes = super().describe()
+        if not self.reset_after:  # the (3H,) bias folds every recurrent bias into the input one
+            notes["folds"] = conv.RESET_BEFORE_FOLDS
+            notes["cannot_represent"] = ["the split of each gate's bias between bias_ih and bias_hh (only sums)"]
+        return notes
 
     def convert_gradients(self, grads: Any, case: Case) -> dict[str, np.ndarray]:
         return conv.keras_gradients_to_torch(grads, case.bidirectional, bias=case.bias)
@@ -97,7 +114,7 @@ class KerasJaxGru(JaxBackend):
         return {
             "keras": keras.__version__,
             "keras_backend": keras.backend.backend(),
-            "modules": "keras.layers.GRU(reset_after=True) / keras.layers.Bidirectional, one per layer",
+            "modules": f"keras.layers.GRU(reset_after={self.reset_after}) / keras.layers.Bidirectional, one per layer",
             "variable_lengths": "mask=(B,T) valid steps; padded outputs: Keras repeats the previous output",
             "layout": "Keras is batch-major only: time-major cases are transposed around the call",
         }
@@ -112,7 +129,7 @@ class KerasJaxGru(JaxBackend):
                 case.hidden_size,
                 return_sequences=True,
                 return_state=True,
-                reset_after=True,
+                reset_after=self.reset_after,
                 use_bias=case.bias,
                 dtype=case.dtype,
                 kernel_initializer=_host_zeros(),
@@ -151,3 +168,11 @@ def backends() -> Iterator[KerasJaxGru]:
     yield KerasJaxGru(device="cpu")
     if gpu_seen():
         yield KerasJaxGru(device="cuda")
+
+
+def reset_before_backends() -> Iterator[KerasJaxGru]:
+    """keras-jax-reset-after-false[cpu] (and [cuda]): `layers.GRU(reset_after=False)`, judged in its own form."""
+    family = "keras-jax-reset-after-false"
+    yield KerasJaxGru(family=family, device="cpu", reset_after=False)
+    if gpu_seen():
+        yield KerasJaxGru(family=family, device="cuda", reset_after=False)

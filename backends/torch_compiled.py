@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from backends.torch_eager import TorchGru, gradient, precision_scope, refusals, to_numpy, to_torch
+from backends.torch_eager import REFUSALS, TorchGru, gradient, precision_scope, refusals, to_numpy, to_torch
 from conformance.case import Case
 from conformance.contract import Availability, UnsupportedCase, first_line
 from conformance.data import Cotangents, GradientTensors, GruOutput, Inputs, Weights, case_data
@@ -276,7 +276,7 @@ class CompiledTorchGru(TorchGru):
                 declined_before, ran = dynamo_refusals(torch), self.log.gru_calls()
                 output, h_n = self._call(compiled, case, inputs)
         except (RuntimeError, NotImplementedError) as error:  # as eager: a kernel missing for a dtype is a refusal
-            if "not implemented for" in str(error):
+            if any(refusal in str(error) for refusal in REFUSALS):
                 raise UnsupportedCase(first_line(error)) from error
             raise
         self.timings.setdefault(case.id, time.perf_counter() - started)

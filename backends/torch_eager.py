@@ -89,13 +89,19 @@ def precision_scope(torch: Any, precision: str) -> Iterator[None]:
         torch.set_float32_matmul_precision(saved[2])
 
 
+# What torch raises for what it can't do, as opposed to a crash: a kernel missing for a dtype, and
+# pack_padded_sequence's refusal of a length of 0.
+REFUSALS = ("not implemented for", "has to be greater than 0")
+
+
 @contextmanager
 def refusals() -> Iterator[None]:
-    """A kernel torch doesn't have for this dtype and device ("... not implemented for 'Half'") is a refusal."""
+    """A kernel torch doesn't have for this dtype and device ("... not implemented for 'Half'"), or a length
+    of 0 (pack_padded_sequence refuses empty sequences), is a refusal."""
     try:
         yield
     except (RuntimeError, NotImplementedError) as error:
-        if "not implemented for" in str(error):
+        if any(refusal in str(error) for refusal in REFUSALS):
             raise UnsupportedCase(first_line(error)) from error
         raise
 

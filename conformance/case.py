@@ -11,11 +11,11 @@ import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
-Lengths = Literal["dense", "sorted", "unsorted", "full"]
+Lengths = Literal["dense", "sorted", "unsorted", "full", "zero"]
 DType = Literal["float32", "float64", "float16", "bfloat16"]
 ExportShape = Literal["same", "other"]
 
-LENGTHS: tuple[str, ...] = ("dense", "sorted", "unsorted", "full")
+LENGTHS: tuple[str, ...] = ("dense", "sorted", "unsorted", "full", "zero")
 DTYPES: tuple[str, ...] = ("float32", "float64", "float16", "bfloat16")
 EXPORT_SHAPES: tuple[str, ...] = ("same", "other")
 
@@ -38,8 +38,10 @@ class Case:
     `lengths` names the kind of batch: `dense` (no packing), `sorted` and
     `unsorted` (packed, with a length of 1 and a length of seq_len among the
     items; `unsorted` means `enforce_sorted=False`), and `full` (packed, every
-    length equal to seq_len). The per-item lengths themselves are data, drawn
-    from the seed (see `conformance.data`).
+    length equal to seq_len), and `zero` (packed and unsorted, with one item of
+    length 0: what comes back for it is a policy question, see `conformance.oracle`).
+    The per-item lengths themselves are data, drawn from the seed (see
+    `conformance.data`).
 
     `export_shape` matters to backends that trace or compile at one shape:
     `other` means the model is built at a (batch, seq_len) different from the
@@ -78,6 +80,8 @@ class Case:
             return f"export_shape must be one of {', '.join(EXPORT_SHAPES)}"
         if self.lengths in ("sorted", "unsorted") and (self.batch < 2 or self.seq_len < 2):
             return f"'{self.lengths}' lengths need two different lengths: batch >= 2 and seq_len >= 2"
+        if self.lengths == "zero" and self.batch < 2:
+            return "'zero' lengths need an item of length 0 beside one that runs: batch >= 2"
         return None
 
     def excess(self) -> str | None:
@@ -116,7 +120,7 @@ class Case:
 
     @property
     def enforce_sorted(self) -> bool:
-        return self.lengths != "unsorted"
+        return self.lengths not in ("unsorted", "zero")
 
     @property
     def export_dims(self) -> tuple[int, int]:
@@ -197,6 +201,6 @@ class Case:
 _ID_PATTERN = re.compile(
     r"I(?P<i>\d+)H(?P<h>\d+)-L(?P<layers>\d+)-(?P<dir>uni|bi)-(?P<layout>tm|bf)"
     r"-(?P<bias>bias|nobias)-(?P<h0>h0|noh0)-B(?P<batch>\d+)T(?P<seq>\d+)"
-    r"-(?P<lengths>dense|sorted|unsorted|full)-(?P<dtype>float32|float64|float16|bfloat16)"
+    r"-(?P<lengths>dense|sorted|unsorted|full|zero)-(?P<dtype>float32|float64|float16|bfloat16)"
     r"-x(?P<export>same|other)-s(?P<seed>\d+)"
 )

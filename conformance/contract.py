@@ -17,6 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from conformance.case import Case
 from conformance.data import Cotangents, GradientTensors, GruOutput, Inputs, Weights
+from conformance.forms import PYTORCH, Form
 
 
 @dataclass(frozen=True)
@@ -195,6 +196,19 @@ class BaseBackend:
 
     def describe(self) -> dict[str, Any]:
         return dict(self.notes)
+
+
+def declared_form(backend: Backend) -> Form:
+    """The GRU a backend declares it implements: its optional `form` attribute, else PyTorch's.
+
+    Half the GRU world computes the candidate with the reset gate applied before the recurrent
+    matmul (ONNX's default `linear_before_reset=0`, Keras `reset_after=False`, haiku's only GRU):
+    such a backend sets `form = Form(linear_before_reset=False)` and is judged against the
+    oracle's recurrence in that form (`conformance.forms`), its own semantics. ONNX attributes
+    beyond torch's (`activations`, `clip`) are declared the same way.
+    """
+    form = getattr(backend, "form", None)
+    return form if isinstance(form, Form) else PYTORCH
 
 
 def first_line(error: BaseException) -> str:

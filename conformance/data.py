@@ -120,11 +120,17 @@ def make_weights(case: Case) -> Weights:
 
 
 def make_lengths(case: Case) -> np.ndarray | None:
-    """Per-item valid lengths. sorted/unsorted always contain 1 and seq_len."""
+    """Per-item valid lengths. sorted/unsorted always contain 1 and seq_len; zero contains 0 (first) and seq_len (last)."""
     if case.lengths == "dense":
         return None
     if case.lengths == "full":
         return np.full(case.batch, case.seq_len, dtype=np.int64)
+    if case.lengths == "zero":
+        # The empty item first and a full one last: unsorted, and the batch still spans seq_len steps.
+        draws = uniform(case, "lengths", (case.batch,), 1, case.seq_len + 1).astype(np.int64)
+        draws = np.clip(draws, 1, case.seq_len)
+        draws[0], draws[-1] = 0, case.seq_len
+        return draws
     draws = uniform(case, "lengths", (case.batch,), 1, case.seq_len + 1).astype(np.int64)
     draws = np.clip(draws, 1, case.seq_len)
     draws[0], draws[1] = case.seq_len, 1

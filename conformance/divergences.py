@@ -18,7 +18,16 @@ from typing import Any
 from conformance import schema
 from conformance.case import DTYPES, EXPORT_SHAPES, LENGTHS, Case
 from conformance.names import matches
-from conformance.records import CHECK_NAMES, FORWARD, GRADIENT_CHECK_NAMES, GRADIENT_LAYERS, QUANTITIES, Result
+from conformance.records import (
+    CHECK_NAMES,
+    FORWARD,
+    GRADIENT_CHECK_NAMES,
+    GRADIENT_LAYERS,
+    INVARIANT_PREFIX,
+    ORACLE_CHECK,
+    QUANTITIES,
+    Result,
+)
 from conformance.verdict import Verdict
 
 # Package data, so an installed (non-editable) copy has it; `--divergences` overrides it.
@@ -29,7 +38,19 @@ CASE_FIELDS = {f.name for f in fields(Case)}
 # hide a new, larger bug in the same cases (a gate-order bug in keras-jax's float64 path is not
 # "tanh in float32").
 SIZE_KEYS = ("max_headroom", "error_level", "variant", "error_contains")
-ENTRY_KEYS = {"id", "backends", "when", "checks", "reason", "upstream", "quantity", "variant_level", *SIZE_KEYS}
+ENTRY_KEYS = {
+    "id",
+    "backends",
+    "when",
+    "unless",
+    "checks",
+    "reason",
+    "upstream",
+    "quantity",
+    "check",
+    "variant_level",
+    *SIZE_KEYS,
+}
 # Significand bits (with the implicit one) of the formats `error_level` can name: u = 2**-bits.
 FORMAT_BITS = {"float64": 53, "float32": 24, "tf32": 11, "float16": 11, "bfloat16": 8}
 
@@ -57,11 +78,21 @@ class Divergence:
     variant_level: str | None = None
     error_contains: str | None = None  # only `error` results (crashes) whose reason contains this text
     quantity: str | None = None  # "forward" or "backward" results only; None: both
+    check: str = ORACLE_CHECK  # which check it explains: "oracle" or "invariant:<name>" (globs allowed)
+    # Case values where the entry does not apply (all must match): cases that can't tell the divergence
+    # from the truth within the tolerance, where expecting it to reproduce would only make noise.
+    unless: dict[str, tuple[Any, ...]] = field(default_factory=dict)
 
-    def applies(self, backend: str, case: Case, quantity: str = FORWARD) -> bool:
+    def applies(self, backend: str, case: Case, quantity: str = FORWARD, check: str = ORACLE_CHECK) -> bool:
+        if not matches(check, self.check):
+            return False
+        if self.unless and all(getattr(case, name) in values for name, values in self.unless.items()):
+            return False
         if self.quantity is not None and quantity != self.quantity:
             return False
         if not any(matches(backend, pattern) for pattern in self.backends):
+            return False
+        if self.unless and all(getattr(case, name) in values for name, values in self.unless.items()):
             return False
         return all(getattr(case, name) in values for name, values in self.when.items())
 
@@ -128,6 +159,8 @@ class Divergence:
             "upstream": self.upstream,
             "size": self.size(),
             "quantity": self.quantity or "forward and backward",
+            "check": self.check,
+            "unless": {k: list(v) for k, v in self.unless.items()},
         }
 
 
@@ -175,6 +208,17 @@ def _entry(where: schema.Where, raw: dict[str, Any], variants: Collection[str] |
         when[name] = tuple(
             schema.list_of(where, values, f"when.{name}", _field_value(name), f"a non-empty list of {name} values")
         )
+    unless_table = schema.table(where, raw.get("unless", {}), "unless", "a table of case field = [values]")
+    unless = {}
+    for name, values in unless_table.items():
+        if name not in CASE_FIELDS:
+            raise where.fail(f"'unless' names unknown case field(s) {name}; valid: {', '.join(sorted(CASE_FIELDS))}")
+        unless[name] = tuple(
+            schema.list_of(where, values, f"unless.{name}", _field_value(name), f"a non-empty list of {name} values")
+        )
+    check = schema.text(where, raw.get("check", ORACLE_CHECK), "check", '"oracle" or "invariant:<name>"')
+    if check != ORACLE_CHECK and not check.startswith(INVARIANT_PREFIX):
+        raise where.expected("check", '"oracle" or "invariant:<name>" (conformance/invariants.py)', check)
     checks = schema.list_of(
         where, raw.get("checks", []), "checks", _check_name, 'a list of check names, e.g. ["output", "h_n"]', False
     )
@@ -212,6 +256,8 @@ def _entry(where: schema.Where, raw: dict[str, Any], variants: Collection[str] |
         checks=tuple(checks),
         upstream=schema.text(where, raw["upstream"], "upstream", "a link (string)") if "upstream" in raw else "",
         quantity=quantity,
+        check=check,
+        unless=unless,
         **size,
     )
 
@@ -284,10 +330,14 @@ def unmatchable(
     return messages
 
 
-def matching(registry: list[Divergence], backend: str, case: Case, quantity: str = FORWARD) -> list[Divergence]:
-    """Every entry about this (backend, case), in registry order: one case can show two known divergences."""
-    return [d for d in registry if d.applies(backend, case, quantity)]
+def matching(
+    registry: list[Divergence], backend: str, case: Case, quantity: str = FORWARD, check: str = ORACLE_CHECK
+) -> list[Divergence]:
+    """Every entry about this (backend, case, check), in registry order: one case can show two divergences."""
+    return [d for d in registry if d.applies(backend, case, quantity, check)]
 
 
-def match(registry: list[Divergence], backend: str, case: Case, quantity: str = FORWARD) -> Divergence | None:
-    return next(iter(matching(registry, backend, case, quantity)), None)
+def match(
+    registry: list[Divergence], backend: str, case: Case, quantity: str = FORWARD, check: str = ORACLE_CHECK
+) -> Divergence | None:
+    return next(iter(matching(registry, backend, case, quantity, check)), None)

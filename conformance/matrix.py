@@ -32,7 +32,7 @@ class MatrixError(SchemaError):
     """A matrix file that can't be used: says which file, which entry, and what is valid."""
 
 
-TOP_KEYS = ("dimensions", "smoke")
+TOP_KEYS = ("dimensions", "smoke", "zero_length", "invariants")
 SMOKE_KEYS = ("defaults", "cases")
 
 
@@ -71,11 +71,40 @@ def load(path: Path = DEFAULT_MATRIX) -> dict[str, Any]:
     data["_path"] = str(path)
     # Building every smoke case and one case per value validates the values themselves.
     list(smoke_cases(data, seed=0))
+    zero = schema.table(
+        where,
+        data.get("zero_length", {}),
+        "zero_length",
+        "a [zero_length] table with defaults and [[zero_length.cases]]",
+    )
+    schema.check_keys(where.at("[zero_length]"), zero, SMOKE_KEYS)
+    zero_defaults = schema.table(where, zero.get("defaults", {}), "[zero_length.defaults]")
+    zero_cases = zero.get("cases", [])
+    if not isinstance(zero_cases, list) or not all(isinstance(c, dict) for c in zero_cases):
+        raise where.expected("[[zero_length.cases]]", "an array of tables", zero_cases)
+    for field in [*zero_defaults, *(f for c in zero_cases for f in c)]:
+        if field not in DIMENSIONS:
+            raise where.fail(f"unknown case field {field!r}; valid: {', '.join(DIMENSIONS)}", "[zero_length]")
+    list(zero_length_cases(data, seed=0))
+    _check_invariants(data.get("invariants", {}), path)
     for name, values in dims.items():
         for value in values:
             # A roomy base (batch 3, seq_len 5) so only a bad value itself can fail.
             _case({**_first(dims), "lengths": "dense", "batch": 3, "seq_len": 5, name: value}, 0, path)
     return data
+
+
+def _check_invariants(table: Any, path: Path) -> None:
+    """`[invariants]`: tier -> list of invariant names (conformance.invariants), each known."""
+    from conformance.invariants import INVARIANTS
+
+    if not isinstance(table, dict) or set(table) - set(TIERS):
+        raise MatrixError(f"{path}: [invariants] maps tiers ({', '.join(TIERS)}) to lists of invariant names")
+    for tier, names in table.items():
+        if not isinstance(names, list) or any(n not in INVARIANTS for n in names):
+            raise MatrixError(
+                f"{path}: [invariants] {tier} = {names!r}: a list of invariant names; valid: {', '.join(INVARIANTS)}"
+            )
 
 
 def _first(dims: dict[str, list[Any]]) -> dict[str, Any]:
@@ -132,6 +161,19 @@ def full_cases(data: dict[str, Any], seed: int) -> Iterator[Case]:
             yield _case(row, seed, data["_path"])
 
 
+def zero_length_cases(data: dict[str, Any], seed: int) -> Iterator[Case]:
+    """The declared batches with an item of length 0, which every tier adds to its own cases.
+
+    A declared list rather than a value of the `lengths` dimension: a new value would change
+    the pairwise covering array, and so every case a tier already had. Fields not given take
+    `[zero_length.defaults]`, then `[smoke.defaults]`.
+    """
+    table = data.get("zero_length", {})
+    defaults = {**data.get("smoke", {}).get("defaults", {}), **table.get("defaults", {})}
+    for number, overrides in enumerate(table.get("cases", []), 1):
+        yield _case({**defaults, **overrides}, seed, f"{data['_path']} zero_length case #{number}")
+
+
 def cases(tier: str, seed: int = 0, path: Path = DEFAULT_MATRIX) -> list[Case]:
     """The cases of a tier, in a stable order (the same on every machine)."""
     if tier not in TIERS:
@@ -139,3 +181,16 @@ def cases(tier: str, seed: int = 0, path: Path = DEFAULT_MATRIX) -> list[Case]:
     data = load(path)
     generate = {"smoke": smoke_cases, "pairwise": pairwise_cases, "full": full_cases}[tier]
     return list(generate(data, seed))
+
+
+def zero_length(seed: int = 0, path: Path = DEFAULT_MATRIX) -> list[Case]:
+    """The declared zero-length cases (`[[zero_length.cases]]`), which a run of any tier adds to the tier's own."""
+    return list(zero_length_cases(load(path), seed))
+
+
+def invariants(tier: str, path: Path = DEFAULT_MATRIX) -> list[str]:
+    """The invariant checks a tier runs (`[invariants]` in the matrix file; none when it has no such table)."""
+    if tier not in TIERS:
+        raise MatrixError(f"unknown tier {tier!r}; valid tiers: {', '.join(TIERS)}")
+    data = load(path)
+    return list(data.get("invariants", {}).get(tier, []))

@@ -10,6 +10,12 @@ Packed batches follow `pack_padded_sequence` + `pad_packed_sequence(total_length
 each item only sees its first `length` steps, the reverse direction starts at the
 item's last valid step, padded outputs are zero and h_n is the state at the last
 valid step. Every backend is compared against this one function.
+
+Zero-length items (the `zero` lengths kind) are a policy, since no two libraries agree
+(PyTorch refuses them, onnxruntime zeroes Y_h, TensorFlow returns the initial state,
+the ONNX spec says nothing): an item of length 0 runs no step, so every output of it is
+zero and its h_n is its h0 (zero when h0 is omitted). The recurrence below gives exactly
+that, with no special case: the item is never valid, so its state never moves.
 """
 
 from __future__ import annotations

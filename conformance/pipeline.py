@@ -31,6 +31,7 @@ from conformance.contract import Availability, Backend, Differentiable, Unsuppor
 from conformance.data import Cotangents, GruOutput, Inputs, Weights, fresh
 from conformance.divergences import Divergence, Reproduces, matching
 from conformance.dtypes import FORMATS
+from conformance.forms import Form
 from conformance.records import Check, Result
 from conformance.time_limit import NO_LIMIT, TimeLimit, capture
 from conformance.tolerance import Tolerance
@@ -51,6 +52,8 @@ class Reference:
     load: Callable[[Case], tuple[Weights, Inputs, GruOutput]]
     rerun_args: tuple[str, ...] = ()
     load_backward: Callable[[Case], tuple[Cotangents, dict[str, np.ndarray]] | None] | None = None
+    # The same for a backend that declares another GRU form (conformance.contract.declared_form); None: none.
+    other_form: Callable[[Case, Form], tuple[Weights, Inputs, GruOutput]] | None = None
 
 
 @dataclass
@@ -66,6 +69,33 @@ class Attempt:
     @property
     def ran(self) -> bool:
         return self.verdict is None
+
+
+@dataclass
+class Attempts:
+    """The case's own run per (backend, case, precision), kept for the invariant checks of the same pair:
+    the oracle check's run is one of determinism's two identical runs, and every invariant's base.
+
+    Bounded (oldest dropped first): a dropped run is simply made again."""
+
+    size: int = 4096
+    runs: dict[tuple[str, Case, str], Attempt] = field(default_factory=dict)
+
+    def get(
+        self,
+        backend: Backend,
+        case: Case,
+        precision: str,
+        weights: Weights,
+        inputs: Inputs,
+        limit: TimeLimit = NO_LIMIT,
+    ) -> Attempt:
+        key = (backend.name, case, precision)
+        if key not in self.runs:
+            if len(self.runs) >= self.size:
+                self.runs.pop(next(iter(self.runs)))
+            self.runs[key] = attempt(backend, case, weights, inputs, limit)
+        return self.runs[key]
 
 
 def _crash(error: BaseException, where: str) -> str:
@@ -264,8 +294,9 @@ def relabel(result: Result, registry: list[Divergence], reproduces: Reproduces |
     becomes `unexpected_pass` (a fixed upstream bug must be noticed). Other verdicts stay what they are.
     `reproduces(variant_id, scale)` answers for entries bounded by a semantic variant. Where several
     entries are about the case, the first that explains the failure and fits it relabels it; if none
-    does, the failure stays and says why each didn't."""
-    entries = matching(registry, result.backend, result.case, result.quantity)
+    does, the failure stays and says why each didn't. Only entries for the result's `check` apply (an
+    oracle divergence says nothing about an invariant)."""
+    entries = matching(registry, result.backend, result.case, result.quantity, result.check)
     if not entries:
         return
     entry = entries[0]

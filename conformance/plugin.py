@@ -24,12 +24,14 @@ from typing import Any
 import pytest
 
 from conformance import cross_device, divergences, matrix, selection, sharding, time_limit
+from conformance import invariants as invariant_checks
 from conformance.backend_summary import BackendSummary, summarize
 from conformance.case import Case, CaseError
-from conformance.contract import Availability, Backend, Differentiable, Preparing, first_line
+from conformance.contract import Availability, Backend, Differentiable, Preparing, declared_form, first_line
+from conformance.diagnosis import registry_variant_ids
 from conformance.engine import ORACLE, check, check_backward
 from conformance.environment import environment
-from conformance.pipeline import Reference
+from conformance.pipeline import Attempts, Reference
 from conformance.probing import probe
 from conformance.records import (
     BACKEND,
@@ -49,7 +51,6 @@ from conformance.records import (
 )
 from conformance.schema import clobbers
 from conformance.time_limit import TimeLimit, capture
-from conformance.variants import VARIANTS
 from conformance.vectors import VectorsError, VectorsReference, check_integrity
 from conformance.verdict import Verdict
 
@@ -62,7 +63,12 @@ REPORT_KEY = pytest.StashKey[str]()  # where the report went, for the terminal s
 # `--quantity`: what the run checks. Each test function checks one quantity; one that --quantity leaves
 # out is parametrized with a single NOT_SELECTED placeholder, which collection then deselects.
 QUANTITY_CHOICES = {"forward": (FORWARD,), "backward": (BACKWARD,), "both": QUANTITIES}
-QUANTITY_OF_TEST = {"test_gru": FORWARD, "test_gru_backward": BACKWARD, "test_cross_device": FORWARD}
+QUANTITY_OF_TEST = {
+    "test_gru": FORWARD,
+    "test_gru_backward": BACKWARD,
+    "test_cross_device": FORWARD,
+    "test_invariant": FORWARD,
+}
 NOT_SELECTED = "not-selected-by---quantity"
 
 
@@ -85,6 +91,8 @@ class ConformanceRun:
     limit: TimeLimit = field(default_factory=TimeLimit)  # --case-timeout
     warnings: list[str] = field(default_factory=list)  # shown in the terminal summary (registry, prepare)
     quantities: tuple[str, ...] = QUANTITIES  # --quantity: forward, backward or both
+    invariants: list[invariant_checks.Invariant] = field(default_factory=list)  # the tier's ([invariants])
+    attempts: Attempts = field(default_factory=Attempts)  # case runs kept for the invariants of the same pair
 
     def prepare(self, items: list[pytest.Item]) -> list[str]:
         """Let backends that build models up front (ONNX exports) build all they will need at once, in parallel.
@@ -102,8 +110,10 @@ class ConformanceRun:
             ):
                 continue  # its backward check is refused before any model is built
             cases = wanted.setdefault(backend.name, [])
-            if params.params["case"] not in cases:  # the forward and the backward test share a case
-                cases.append(params.params["case"])
+            extra = params.params["invariant"].cases(params.params["case"]) if "invariant" in params.params else []
+            for case in [params.params["case"], *extra]:  # an invariant's transformed copies need models too
+                if case not in cases:  # the forward and the backward test share a case
+                    cases.append(case)
         problems = []
         for backend in self.backends:
             if isinstance(backend, Preparing) and wanted.get(backend.name):
@@ -141,6 +151,7 @@ class ConformanceRun:
                 "available": bool(availability and availability.available),
                 "availability": said,
                 "notes": notes,
+                "form": declared_form(backend).describe(),
             }
         )
 
@@ -150,11 +161,23 @@ class ConformanceRun:
         if backend.name not in self.described:
             self.described.add(backend.name)
             self.describe(backend)
-        checker = check_backward if quantity == BACKWARD else check
         try:
-            result = checker(
-                backend, case, self.reference, self.registry, self.precision, self.rerun_args, limit=self.limit
-            )
+            if quantity == BACKWARD:
+                result = check_backward(
+                    backend, case, self.reference, self.registry, self.precision, self.rerun_args, limit=self.limit
+                )
+            else:
+                shared = self.attempts if any(i.applies(case) for i in self.invariants) else None
+                result = check(
+                    backend,
+                    case,
+                    self.reference,
+                    self.registry,
+                    self.precision,
+                    self.rerun_args,
+                    limit=self.limit,
+                    attempts=shared,
+                )
         except KeyboardInterrupt:
             raise
         except BaseException as error:  # the pipeline catches what backends do; this is the last line of defence
@@ -172,6 +195,26 @@ class ConformanceRun:
                 reference=self.reference.name,
                 quantity=quantity,
             )
+        self.writer.write(result.as_record())
+        self.verdicts[result.verdict.value] += 1
+        return result
+
+    def check_invariant(self, backend: Backend, case: Case, invariant: invariant_checks.Invariant) -> Result:
+        """One invariant of one (backend, case), recorded as a result whose `check` is `invariant:<name>`."""
+        if backend.name not in self.described:
+            self.described.add(backend.name)
+            self.describe(backend)
+        result = invariant_checks.check(
+            backend,
+            case,
+            invariant,
+            self.registry,
+            self.precision,
+            self.rerun_args,
+            lambda c: self.reference.load(c)[:2],
+            self.attempts,
+            self.limit,
+        )
         self.writer.write(result.as_record())
         self.verdicts[result.verdict.value] += 1
         return result
@@ -221,6 +264,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--case", action="append", default=None, metavar="CASE_ID", help="run exactly this case id (overrides --tier)"
+    )
+    group.addoption(
+        "--invariant",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="run this invariant check (repeatable; conformance/invariants.py); default: the tier's [invariants] "
+        "in the matrix file, none with --case",
     )
     group.addoption("--device", default="all", help="cpu, cuda or all (default: all devices detected here)")
     group.addoption(
@@ -399,18 +450,29 @@ def _build_run(config: pytest.Config) -> ConformanceRun:
             cases = [Case.from_id(case_id) for case_id in opt.case]
             _oversized(cases)
         else:
-            cases = matrix.cases(opt.tier, seed, Path(opt.matrix) if opt.matrix else matrix.DEFAULT_MATRIX)
+            cases = matrix.cases(opt.tier, seed, _matrix_path(opt))
+            cases += [c for c in matrix.zero_length(seed, _matrix_path(opt)) if c not in cases]
         cases = sharding.select(cases, sharding.parse(opt.shard) if opt.shard else None)
         backends = selection.select(_split(opt.backends), opt.device, opt.backend_module, opt.precision)
         registry = divergences.load(
-            Path(opt.divergences) if opt.divergences else divergences.DEFAULT_REGISTRY, variants=VARIANTS
+            Path(opt.divergences) if opt.divergences else divergences.DEFAULT_REGISTRY,
+            variants=registry_variant_ids(),
         )
+        # --invariant names them; --case reruns exactly the cases named (no invariant unless named); vectors hold none.
+        if opt.invariant:
+            invariant_names = _split(opt.invariant) or []
+        elif opt.case or opt.vectors:
+            invariant_names = []
+        else:
+            invariant_names = matrix.invariants(opt.tier, _matrix_path(opt))
+        invariant_list = invariant_checks.named(invariant_names, "--invariant")
     except (
         CaseError,
         matrix.MatrixError,
         selection.SelectionError,
         divergences.RegistryError,
         sharding.ShardError,
+        invariant_checks.InvariantError,
     ) as error:
         raise pytest.UsageError(str(error)) from None
 
@@ -469,7 +531,12 @@ def _build_run(config: pytest.Config) -> ConformanceRun:
         rerun_args=_rerun_args(opt),
         limit=TimeLimit(opt.case_timeout),
         quantities=QUANTITY_CHOICES[opt.quantity],
+        invariants=invariant_list,
     )
+
+
+def _matrix_path(opt: Any) -> Any:
+    return Path(opt.matrix) if opt.matrix else matrix.DEFAULT_MATRIX
 
 
 def _output_path(config: pytest.Config, path: str) -> Path:
@@ -587,24 +654,39 @@ class _XdistHooks:
             node.workerinput["conformance_run_id"] = run.writer.run_id
 
 
-def _not_selected(metafunc: pytest.Metafunc, run: ConformanceRun, names: tuple[str, str]) -> bool:
+def _not_selected(metafunc: pytest.Metafunc, run: ConformanceRun, names: tuple[str, ...]) -> bool:
     """A test function whose quantity `--quantity` leaves out gets one placeholder, deselected at collection."""
     quantity = QUANTITY_OF_TEST.get(metafunc.definition.originalname)
     if quantity is None or quantity in run.quantities:
         return False
-    metafunc.parametrize(names, [pytest.param(None, None, id=NOT_SELECTED)])
+    metafunc.parametrize(names, [pytest.param(*[None] * len(names), id=NOT_SELECTED)])
     return True
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if not _is_conformance_module(metafunc.definition.path):
         return  # another suite's `case` and `backend` are its own business
-    if {"case", "backend"} <= set(metafunc.fixturenames):
+    if {"case", "backend"} <= set(metafunc.fixturenames) and "invariant" not in metafunc.fixturenames:
         run = activate(metafunc.config)
         if _not_selected(metafunc, run, ("case", "backend")):
             return
         pairs = [(case, backend) for case in run.cases for backend in run.backends]
         metafunc.parametrize(("case", "backend"), pairs, ids=[f"{b.name}-{c.id}" for c, b in pairs])
+    if {"case", "backend", "invariant"} <= set(metafunc.fixturenames):
+        run = activate(metafunc.config)
+        if _not_selected(metafunc, run, ("case", "backend", "invariant")):
+            return
+        triples = [
+            pytest.param(case, backend, invariant, id=f"{invariant.name}-{backend.name}-{case.id}")
+            for case in run.cases
+            for backend in run.backends
+            for invariant in run.invariants
+            if invariant.applies(case)
+        ]
+        if not triples:  # one clear skip instead of pytest's "got empty parameter set"
+            skip = pytest.mark.skip(reason="invariants: the tier declares none, or none applies to its cases")
+            triples = [pytest.param(None, None, None, id="no-invariant", marks=skip)]
+        metafunc.parametrize(("case", "backend", "invariant"), triples)
     if {"case", "device_pair"} <= set(metafunc.fixturenames):
         run = activate(metafunc.config)
         if _not_selected(metafunc, run, ("case", "device_pair")):
@@ -729,6 +811,8 @@ def summary_table(summaries: list[BackendSummary], probes: dict[str, str] | None
             lines.append(f"  {s.line()}")
         if s.backend in probes and s.quantity == FORWARD:
             lines.append(f"  {probes[s.backend]}")
+        if s.invariant_line():
+            lines.append(f"  {s.invariant_line()}")
     return lines
 
 

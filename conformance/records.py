@@ -47,7 +47,16 @@ KINDS = (ENVIRONMENT, BACKEND, RESULT, CROSS_DEVICE, PROBE, END)
 # the backend's own API, not an arithmetic error).
 CHECK_KINDS = ("shape", "dtype", "arithmetic", "convention")
 # Every check a forward result can hold (conformance/compare.py makes them; the registry's `checks` name them).
-CHECK_NAMES = ("output.shape", "output.dtype", "output", "output.padding", "h_n.shape", "h_n.dtype", "h_n")
+CHECK_NAMES = (
+    "output.shape",
+    "output.dtype",
+    "output",
+    "output.padding",
+    "h_n.shape",
+    "h_n.dtype",
+    "h_n",
+    "h_n.zero-length",
+)
 
 # What a result checks: the GRU's outputs, or its gradients (dL/d inputs and parameters for a fixed loss).
 FORWARD = "forward"
@@ -69,6 +78,22 @@ def gradient_check_names(layers: int = GRADIENT_LAYERS) -> tuple[str, ...]:
 
 
 GRADIENT_CHECK_NAMES = gradient_check_names()
+
+# What a result checks (its `check` field). "oracle": the backend against the float64 oracle (the
+# default: records written before the field existed are oracle results). "invariant:<name>": a
+# metamorphic property of the backend alone, its runs compared with each other (conformance.invariants).
+# A (backend, case) has one oracle result and at most one result per invariant.
+ORACLE_CHECK = "oracle"
+INVARIANT_PREFIX = "invariant:"
+
+# How a backend record names the GRU form PyTorch's nn.GRU computes (conformance.forms.Form.describe):
+# the form every backend implements unless it declares another.
+PYTORCH_FORM = "linear_before_reset=1 (PyTorch's form)"
+
+
+def check_of(record: dict[str, Any]) -> str:
+    """The check a result record comes from; "oracle" for records older than the field."""
+    return str(record.get("check") or ORACLE_CHECK)
 
 
 @dataclass
@@ -138,6 +163,7 @@ class Result:
     reference: str = "oracle"  # or the vectors directory the expected values came from
     diagnosis: dict[str, Any] | None = None  # the likely mistake behind a failure (conformance.diagnosis)
     quantity: str = FORWARD  # what was checked: outputs (forward) or gradients (backward); one of QUANTITIES
+    check: str = ORACLE_CHECK  # which check produced it: "oracle", or "invariant:<name>" (conformance.invariants)
 
     @property
     def worst_headroom(self) -> float | None:
@@ -167,6 +193,7 @@ class Result:
             "reference": self.reference,
             "diagnosis": self.diagnosis,
             "quantity": self.quantity,
+            "check": self.check,
         }
 
     @classmethod
@@ -187,6 +214,7 @@ class Result:
             reference=record.get("reference", "oracle"),
             diagnosis=record.get("diagnosis"),
             quantity=record.get("quantity", FORWARD),  # written before the backward check: forward
+            check=record.get("check", ORACLE_CHECK),
         )
 
 

@@ -96,7 +96,7 @@ def _form(**changes: Any) -> Compute:
 
 def _ragged(case: Case) -> bool:
     """Packed with items of different lengths: the only batches where padding exists."""
-    return case.lengths in ("sorted", "unsorted")
+    return case.lengths in ("sorted", "unsorted", "zero")
 
 
 def _edit_weights(weights: Weights, edit: Callable[[str, np.ndarray], np.ndarray]) -> Weights:

@@ -18,7 +18,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, overload
 
-from conformance.records import CROSS_DEVICE, FORWARD, QUANTITIES, read_records
+from conformance.records import CROSS_DEVICE, FORWARD, ORACLE_CHECK, PYTORCH_FORM, QUANTITIES, check_of, read_records
 from conformance.verdict import Verdict
 
 FLAKY = "flaky"
@@ -72,6 +72,7 @@ class Column:
     env_label: str = ""
     notes: list[dict[str, Any]] = field(default_factory=list)
     availability: list[str] = field(default_factory=list)
+    form: str = ""  # the GRU form the backend declares (its record's "form"); "" in older files: PyTorch's
 
 
 @dataclass
@@ -94,6 +95,7 @@ class Entry:
     case: dict[str, Any]
     seen: list[dict[str, Any]] = field(default_factory=list)
     quantity: str = FORWARD  # forward (outputs) or backward (gradients)
+    check: str = ORACLE_CHECK  # "invariant:<name>" for an invariant check's entry (Merged.invariants)
 
     # Cached: an entry is complete once `load` returns, and the matrix asks each one many times.
     @cached_property
@@ -152,6 +154,8 @@ class Merged:
     # The cross-device check: pairs, and one entry per (pair, case) with `column` the pair's key.
     pairs: list[DevicePair] = field(default_factory=list)
     cross_device: list[Entry] = field(default_factory=list)
+    # The invariant checks: one entry per (column, case, check); `entries` holds the oracle check's only.
+    invariants: list[Entry] = field(default_factory=list)
 
     @property
     def partial(self) -> bool:
@@ -241,6 +245,7 @@ def load(paths: Sequence[Path]) -> Merged:
     case_dicts: dict[str, dict[str, Any]] = {}
     backend_records: list[tuple[Run, dict[str, Any]]] = []
     raw_cross: list[tuple[Run, dict[str, Any], dict[str, Any]]] = []
+    raw_invariants: list[tuple[Run, dict[str, Any], dict[str, Any]]] = []
     for path in paths:
         torn = torn_tail(path)
         last: Run | None = None
@@ -256,6 +261,12 @@ def load(paths: Sequence[Path]) -> Merged:
             elif kind == "backend":
                 backend_records.append((run, record))
             elif kind == "result":
+                if check_of(record) != ORACLE_CHECK:
+                    meta = {k: record.get(k) for k in ("backend", "family", "device", "case_id")}
+                    meta["case"] = case_dicts.setdefault(record["case_id"], record.get("case", {}))
+                    meta["check"] = check_of(record)
+                    raw_invariants.append((run, meta, _slim(record, run)))
+                    continue
                 run.results += 1
                 meta = {k: record.get(k) for k in ("backend", "family", "device", "case_id")}
                 meta["quantity"] = record.get("quantity", FORWARD)
@@ -286,6 +297,7 @@ def load(paths: Sequence[Path]) -> Merged:
 
     for run, record in backend_records:
         column = column_for(run, record)
+        column.form = column.form or str(record.get("form") or "")
         notes = record.get("notes") or {}
         if notes and notes not in column.notes:
             column.notes.append(notes)
@@ -301,6 +313,14 @@ def load(paths: Sequence[Path]) -> Merged:
             entries[entry_key] = Entry(column.key, meta["case_id"], meta["case"], quantity=meta["quantity"])
         entries[entry_key].seen.append(slim)
 
+    invariants: dict[tuple[str, str, str], Entry] = {}
+    for run, meta, slim in raw_invariants:
+        column = column_for(run, meta)
+        key3 = (column.key, meta["case_id"], meta["check"])
+        if key3 not in invariants:
+            invariants[key3] = Entry(column.key, meta["case_id"], meta["case"], check=meta["check"])
+        invariants[key3].seen.append(slim)
+
     pairs: dict[str, DevicePair] = {}
     cross: dict[tuple[str, str], Entry] = {}
     for run, meta, slim in raw_cross:
@@ -311,7 +331,10 @@ def load(paths: Sequence[Path]) -> Merged:
             cross[(name, meta["case_id"])] = Entry(name, meta["case_id"], meta["case"])
         cross[(name, meta["case_id"])].seen.append(slim)
 
-    ordered = sorted(columns.values(), key=lambda c: (c.family, c.backend, c.env_label))
+    # Grouped by declared form, PyTorch's first (the report says so), then by family as before.
+    ordered = sorted(
+        columns.values(), key=lambda c: (not is_pytorch_form(c.form), c.form, c.family, c.backend, c.env_label)
+    )
     return Merged(
         run_list,
         ordered,
@@ -319,4 +342,10 @@ def load(paths: Sequence[Path]) -> Merged:
         [str(p) for p in paths],
         sorted(pairs.values(), key=lambda p: (p.family, p.cpu, p.gpu, p.env_label)),
         list(cross.values()),
+        list(invariants.values()),
     )
+
+
+def is_pytorch_form(form: str) -> bool:
+    """A column's declared form is PyTorch's (older files record none: every backend then claimed it)."""
+    return not form or form == PYTORCH_FORM

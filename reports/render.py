@@ -16,9 +16,9 @@ from typing import Any
 
 from conformance import divergences
 from conformance.backend_summary import summarize
-from conformance.records import BACKWARD, FORWARD, RESULT
+from conformance.records import BACKWARD, FORWARD, PYTORCH_FORM, RESULT
 from conformance.schema import clobbers, regular_file
-from reports import html, plots
+from reports import html, plots, semantics
 from reports.load import HEADLINE_PACKAGES, SEVERITY, Merged, Run, load
 from reports.summary import (
     STATUSES,
@@ -190,14 +190,18 @@ def render(
     backward = cells(merged, rows, BACKWARD) if any(e.quantity == BACKWARD for e in merged.entries) else None
     cross = cross_device_cells(merged)
     data = summary(merged, rows, table, cross, backward)
+    data["invariants"] = semantics.summary(merged)  # additive: column -> check -> cell
     changes: list[Change] = []
     if compare_to is not None:
         changes = compare(read_summary(Path(compare_to)), data)
 
     counts = Counter(e.verdict for e in merged.entries)
     families: dict[str, list[Any]] = {}
+    form_groups: dict[str, int] = {}  # columns per declared form, in column order (load sorts by form)
     for column in merged.columns:
         families.setdefault(column.family, []).append(column)
+        form = column.form or PYTORCH_FORM
+        form_groups[form] = form_groups.get(form, 0) + 1
     runs = [_run_row(r) for r in merged.runs]
     cross_rows, cross_details = html.cross_device_rows(merged, cross)
     context = {
@@ -214,6 +218,9 @@ def render(
         "total": sum(counts.values()),
         "statuses": STATUSES,
         "families": families,
+        "form_groups": list(form_groups.items()),
+        "semantics": semantics.rows(merged),
+        "invariant_names": semantics.invariant_names(merged),
         "columns": merged.columns,
         "rows": rows,
         "table": table,

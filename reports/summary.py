@@ -62,6 +62,7 @@ LENGTH_LABELS = {
     "sorted": "packed, sorted",
     "unsorted": "packed, unsorted",
     "full": "packed, full lengths",
+    "zero": "packed, an item of length 0",
 }
 
 

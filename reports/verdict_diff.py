@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from conformance.records import FORWARD, RESULT, read_records
+from conformance.records import FORWARD, ORACLE_CHECK, RESULT, check_of, read_records
 
 Key = tuple[str, str, str]  # (backend, case id, quantity)
 
@@ -24,7 +24,9 @@ def verdicts(paths: Iterable[Path], quantity: str | None = None) -> dict[Key, st
         for record in read_records(path):
             if record["kind"] != RESULT:
                 continue
-            key = (record["backend"], record["case_id"], record.get("quantity", FORWARD))
+            check = check_of(record)  # an invariant's result is its own pair: "<case id> invariant:<name>"
+            case = record["case_id"] if check == ORACLE_CHECK else f"{record['case_id']} {check}"
+            key = (record["backend"], case, record.get("quantity", FORWARD))
             if quantity is None or key[2] == quantity:
                 seen.setdefault(key, set()).add(record["verdict"])
     return {key: "|".join(sorted(values)) for key, values in seen.items()}

@@ -368,9 +368,9 @@ def test_float32_level_gradients_in_float64_are_the_known_divergence_and_a_real_
 def test_keras_jax_float64_gradients_are_the_shipped_known_divergence(base: Case) -> None:
     pytest.importorskip("jax")
     from backends.keras_jax import KerasJaxGru  # sets KERAS_BACKEND=jax before keras is imported
-    from conformance.variants import VARIANTS
+    from conformance.diagnosis import registry_variant_ids
 
-    registry = divergences.load(variants=VARIANTS)
+    registry = divergences.load(variants=registry_variant_ids())
     case = dataclasses.replace(base, dtype="float64")
     result = check_backward(KerasJaxGru(), case, registry=registry)
     assert result.verdict == Verdict.KNOWN_DIVERGENCE, result.reason
@@ -437,3 +437,42 @@ def test_the_verdicts_diff_is_keyed_by_quantity(tmp_path: Path) -> None:
     assert changes(verdicts([new], FORWARD), verdicts([moved], FORWARD)) == [
         f"torch[cpu]  {CASE.id}  forward  pass -> fail"
     ]
+
+
+ZERO = Case(3, 4, batch=3, seq_len=5, lengths="zero", initial_state=True)
+
+
+def _full_for_empty(lengths: np.ndarray | None, steps: int) -> np.ndarray | None:
+    """`length or seq_len`: an item of length 0 runs every step."""
+    return None if lengths is None else np.where(np.asarray(lengths) == 0, steps, lengths)
+
+
+@dataclass
+class EmptyItemRunsFullyGrad(AutogradGru):
+    """Forward and backward both run a length-0 item through every step: a convention, consistently."""
+
+    family: str = "planted-grad-empty-runs"
+
+    def forward(self, case: Case, module: Any, x: Any, h0: Any, lengths: np.ndarray | None) -> tuple[Any, Any]:
+        return self.packed(case, module, x, h0, _full_for_empty(lengths, case.seq_len))
+
+
+@dataclass
+class PolicyForwardGradientOfAnother(EmptyItemRunsFullyGrad):
+    """Planted: the forward follows the zero-length policy, the gradients are of the run-fully function."""
+
+    family: str = "planted-grad-policy-forward"
+
+    def run(self, case: Case, weights: Weights, inputs: Inputs) -> Any:
+        return NumpyGru().run(case, weights, inputs)
+
+
+def test_zero_length_gradients_follow_the_forward_convention_and_only_that() -> None:
+    """A backend whose forward returns a convention for an item of length 0 differentiates that function: its
+    backward is the same convention. One whose forward follows the policy gets no such allowance."""
+    consistent = check_backward(EmptyItemRunsFullyGrad(), ZERO)
+    assert check(EmptyItemRunsFullyGrad(), ZERO).verdict == Verdict.CONVENTION
+    assert consistent.verdict == Verdict.CONVENTION and "item of length 0" in consistent.reason
+    planted = check_backward(PolicyForwardGradientOfAnother(), ZERO)
+    assert check(PolicyForwardGradientOfAnother(), ZERO).verdict == Verdict.PASS
+    assert planted.verdict == Verdict.FAIL

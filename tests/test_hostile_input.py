@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -84,8 +85,8 @@ def test_a_backends_string_is_refused_instead_of_matching_every_backend(suite, t
         ("upstream = 5", "upstream: expected a link (string), got 5 (an integer)"),
         (
             "backends2 = []",
-            "unknown key(s) backends2; valid keys: backends, checks, error_contains, error_level, id, max_headroom, quantity, "
-            "reason, upstream, variant, variant_level, when",
+            "unknown key(s) backends2; valid keys: backends, check, checks, error_contains, error_level, id, max_headroom, quantity, "
+            "reason, unless, upstream, variant, variant_level, when",
         ),
     ],
 )
@@ -430,7 +431,7 @@ def test_malformed_manifests_name_the_entry_and_field(tmp_path: Path, change, me
         ("[smoke]\ncases = 5", "[[smoke.cases]]: expected an array of tables, got 5 (an integer)"),
         ("[smoke]\ndefault = {}", "[smoke]: unknown key(s) default; valid keys: cases, defaults"),
         ("[smoke.defaults]\ncolour = 1", "[smoke.defaults]: unknown case field 'colour'"),
-        ("[tiers]\nx = 1", "unknown key(s) tiers; valid keys: dimensions, smoke"),
+        ("[tiers]\nx = 1", "unknown key(s) tiers; valid keys: dimensions, invariants, smoke, zero_length"),
         (b"\x00\x9f\x92\x96", "not a text file (byte 0x9f at offset 1 is not UTF-8); expected a matrix file"),
         ("DIRECTORY", "is a directory, not a matrix file"),
         ("DEVICE", "not a regular file; expected a matrix file"),
@@ -606,6 +607,8 @@ def test_the_registry_knows_every_check_name_the_comparison_makes() -> None:
     from conformance.records import CHECK_NAMES
     from conformance.tolerance import derive
 
-    _, inputs, expected = oracle_reference(CASE)
-    names = {c.name for c in compare(CASE, expected, expected, derive(CASE), inputs.lengths)}
+    names = set()
+    for case in (CASE, replace(CASE, lengths="zero", batch=3, initial_state=True)):  # zero: h_n.zero-length
+        _, inputs, expected = oracle_reference(case)
+        names |= {c.name for c in compare(case, expected, expected, derive(case), inputs.lengths)}
     assert names == set(CHECK_NAMES)

@@ -8,7 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from conformance import matrix
 from conformance.records import read_records
+
+# A smoke run: the smoke cases plus the declared zero-length cases every tier adds (smoke runs no invariant).
+SMOKE_RUN = len(matrix.cases("smoke")) + len(matrix.zero_length())
 
 
 @pytest.mark.e2e
@@ -17,11 +21,11 @@ def test_example_adapter_loads_through_backend_module(suite, tmp_path: Path) -> 
         "--backend-module", "example_gru_backend.adapter:backends", "--backends", "numpy-example", "--tier", "smoke"
     )
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "10 passed" in run.stdout
+    assert f"{SMOKE_RUN} passed" in run.stdout
     records = list(read_records(tmp_path / "results.jsonl"))
     assert records[0]["kind"] == "environment" and records[-1]["kind"] == "end"
     results = [r for r in records if r["kind"] == "result"]
-    assert len(results) == 10 and {r["backend"] for r in results} == {"numpy-example[cpu]"}
+    assert len(results) == SMOKE_RUN and {r["backend"] for r in results} == {"numpy-example[cpu]"}
     assert all(r["verdict"] == "pass" and r["tolerance"]["atol"] > 0 for r in results)
 
 
@@ -37,7 +41,7 @@ def test_example_adapter_loads_through_an_entry_point(suite, tmp_path: Path) -> 
     )
     run = suite("--backends", "numpy-example", "--tier", "smoke", pythonpath=[site])
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "10 passed" in run.stdout
+    assert f"{SMOKE_RUN} passed" in run.stdout
     # without the distribution the family is unknown, and the error lists what is known
     missing = suite("--backends", "numpy-example", "--tier", "smoke")
     assert missing.returncode == 4 and "unknown backend(s): numpy-example" in missing.stderr
@@ -47,7 +51,7 @@ def test_example_adapter_loads_through_an_entry_point(suite, tmp_path: Path) -> 
 def test_a_failure_explains_itself_and_its_rerun_command_reruns_exactly_it(suite, tmp_path: Path) -> None:
     run = suite("--backend-module", "planted_backends:swapped_rz", "--backends", "planted-swap-rz", "--tier", "smoke")
     assert run.returncode == 1
-    assert "10 failed" in run.stdout
+    assert f"{SMOKE_RUN} failed" in run.stdout
     assert "output: worst element at [step=" in run.stdout and "abs err" in run.stdout and "ULP" in run.stdout
     assert "h_n: worst element at [layer=0, direction=forward, batch=" in run.stdout
     rerun = next(line.split("rerun: ", 1)[1] for line in run.stdout.splitlines() if "rerun: pytest conformance" in line)

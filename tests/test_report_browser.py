@@ -253,7 +253,8 @@ def test_real_run_in_chromium(browser: Any, real_run: dict[str, Any]) -> None:
     page.select_option("#filter-verdict", "fail")
     shown = page.locator("#case-table tbody tr[data-verdict]")
     assert shown.count() == sum(r["verdict"] == "fail" for r in records)
-    assert sum(r["verdict"] == "fail" and r["quantity"] == "forward" for r in records) == 10
+    # 10 smoke + 5 zero-length cases
+    assert sum(r["verdict"] == "fail" and r["quantity"] == "forward" for r in records) == 15
     assert set(shown.evaluate_all("rows => rows.map(r => r.dataset.verdict)")) == {"fail"}
     page.select_option("#filter-quantity", "backward")
     assert shown.count() == sum(r["verdict"] == "fail" and r["quantity"] == "backward" for r in records) > 0

@@ -18,6 +18,7 @@ from backends.onnx.runtime import Runner, Runtime
 from conformance.case import Case
 from conformance.contract import Availability, BaseBackend, first_line
 from conformance.data import GruOutput, Inputs, Weights
+from conformance.forms import Form
 
 
 @dataclass
@@ -32,6 +33,11 @@ class OnnxColumn(BaseBackend):
     @classmethod
     def of(cls, source: ModelSource, runtime: Runtime, device: str = "cpu") -> OnnxColumn:
         return cls(source.family, device, source=source, runtime=runtime)
+
+    @property
+    def form(self) -> Form:
+        """The form its source's models declare (what the engine judges the column against)."""
+        return self.source.form
 
     @property
     def name(self) -> str:
