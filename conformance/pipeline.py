@@ -22,7 +22,7 @@ import numpy as np
 
 from conformance.case import Case
 from conformance.compare import compare, verdict_of
-from conformance.contract import Backend, UnsupportedCase, first_line
+from conformance.contract import Backend, UnsupportedCase, WorkerFailure, first_line
 from conformance.data import GruOutput, Inputs, Weights
 from conformance.divergences import Divergence, match
 from conformance.records import Check, Result
@@ -58,7 +58,10 @@ class Attempt:
 
 
 def _crash(error: BaseException, where: str) -> str:
-    """The library's first line plus where it was raised, e.g. `ValueError: ... (at adapter.py:12, in run)`."""
+    """The library's first line plus where it was raised, e.g. `ValueError: ... (at adapter.py:12, in run)`.
+    An out-of-process backend's `WorkerFailure` already says all of that (or the signal, or the limit)."""
+    if isinstance(error, WorkerFailure):
+        return str(error)
     frames = traceback.extract_tb(error.__traceback__)
     at = f"at {frames[-1].filename}:{frames[-1].lineno}, " if frames else ""
     return f"{first_line(error)} ({at}in {where})"

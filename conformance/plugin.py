@@ -11,6 +11,7 @@ each worker appends to its own results file; the controller merges them when the
 from __future__ import annotations
 
 import importlib.util
+import math
 import time
 import uuid
 from collections import Counter
@@ -20,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from conformance import cross_device, divergences, matrix, selection, sharding
+from conformance import cross_device, divergences, matrix, out_of_process, selection, sharding
 from conformance.backend_summary import BackendSummary, summarize
 from conformance.case import Case, CaseError
 from conformance.contract import Backend, Preparing
@@ -168,6 +169,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="take cases and expected values from stored vectors (e.g. fixtures/vectors/pairwise) instead of "
         "the live oracle; --case selects among them, --tier/--seed/--matrix are ignored",
     )
+    group.addoption(
+        "--case-timeout",
+        type=float,
+        default=out_of_process.CASE_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"time limit on each run of an out-of-process backend (default: {out_of_process.CASE_TIMEOUT_S:g}; "
+        "0: none); past it the worker is killed, the case is error, and a new worker runs the next case",
+    )
 
 
 def _worker_id(config: pytest.Config) -> str:
@@ -197,6 +206,9 @@ def _build_run(config: pytest.Config) -> ConformanceRun:
             cases = matrix.cases(opt.tier, opt.seed, Path(opt.matrix) if opt.matrix else matrix.DEFAULT_MATRIX)
         cases = sharding.select(cases, sharding.parse(opt.shard) if opt.shard else None)
         backends = selection.select(_split(opt.backends), opt.device, opt.backend_module, opt.precision)
+        for backend in backends:
+            if isinstance(backend, out_of_process.WorkerBackend):
+                backend.case_timeout_s = _case_timeout(opt.case_timeout)
         registry = divergences.load(Path(opt.divergences) if opt.divergences else divergences.DEFAULT_REGISTRY)
     except (
         CaseError,
@@ -274,8 +286,16 @@ def enact(verdict: Verdict, message: str) -> None:
         pytest.fail(f"{verdict.value}: {message}", pytrace=False)
 
 
+def _case_timeout(seconds: float) -> float:
+    if not math.isfinite(seconds) or seconds < 0:
+        raise pytest.UsageError(f"--case-timeout: expected seconds >= 0 (0: no limit), got {seconds}")
+    return seconds
+
+
 def _rerun_args(opt: Any) -> tuple[str, ...]:
     args: list[str] = []
+    if opt.case_timeout != out_of_process.CASE_TIMEOUT_S:
+        args += ["--case-timeout", f"{opt.case_timeout:g}"]
     for spec in opt.backend_module:
         args += ["--backend-module", spec]
     if opt.divergences:

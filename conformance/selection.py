@@ -12,6 +12,7 @@ from importlib import metadata
 
 from conformance.contract import PRECISIONS, Backend, configure
 from conformance.names import matches
+from conformance.out_of_process import in_worker
 
 ENTRY_POINT_GROUP = "gru_conformance.backends"
 DEVICES = ("cpu", "cuda", "all")
@@ -67,7 +68,7 @@ def _instantiate(family: str, factory: Callable[[], Iterable[Backend]], precisio
         if not isinstance(backend, Backend):
             raise SelectionError(f"backend family {family!r} produced {backend!r}, which lacks the Backend protocol")
         configure(backend, precision)
-    return backends
+    return [in_worker(backend) for backend in backends]  # what declares OutOfProcess runs in a worker
 
 
 def _family_wanted(family: str, token: str) -> bool:
