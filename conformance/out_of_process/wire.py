@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 import ml_dtypes
 import numpy as np
 
-from conformance.vectors.npy import NpyError, header_bytes, read_npy
+from conformance.vectors.npy import NpyError, header_bytes, parse_header, read_npy
 
 BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
 WEIGHTS = "weights/"  # array names of the weights in a `run` frame: "weights/<state_dict name>"
@@ -48,7 +48,8 @@ def array_bytes(array: np.ndarray) -> tuple[bytes, dict[str, Any]]:
 
 def array_from(blob: bytes, entry: Mapping[str, Any]) -> np.ndarray:
     try:
-        array = read_npy(blob)
+        header, _ = parse_header(blob)
+        array = read_npy(blob).reshape(header["shape"])  # read_npy gives a 0-d array one dimension
     except NpyError as error:
         raise WireError(f"array {entry.get('name')!r}: {error}") from None
     if entry.get("dtype") == "bfloat16":
