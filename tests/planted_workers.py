@@ -112,6 +112,14 @@ class BrokenFactoryMember(InWorker):
     factory: str = "planted_workers:broken_factory"
 
 
+@dataclass
+class AbortAtStartMember(InWorker):
+    """Declares a worker that dies while starting, as a library import that aborts (an unsupported CPU) does."""
+
+    family: str = "planted-abort-at-start"
+    factory: str = "planted_workers:abort_at_start"
+
+
 def in_worker() -> Iterator[InWorker]:
     yield InWorker()
 
@@ -142,3 +150,12 @@ def broken_start() -> Iterator[InWorker]:
 
 def broken_factory() -> Iterator[InWorker]:
     raise RuntimeError("planted: this factory fails in the worker")
+
+
+def dies_at_start() -> Iterator[InWorker]:
+    yield AbortAtStartMember()
+
+
+def abort_at_start() -> Iterator[InWorker]:
+    os.abort()
+    yield InWorker()  # never reached

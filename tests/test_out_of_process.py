@@ -201,6 +201,16 @@ def test_a_worker_that_cannot_start_is_error_on_every_case_without_restarting_ea
     assert "describe_error" in backend.describe()
 
 
+def test_a_worker_that_dies_while_starting_is_error_with_its_signal_and_is_not_restarted_per_case() -> None:
+    backend = proxy(planted_workers.dies_at_start)
+    results = [check(backend, c) for c in (UNI[0], BI)]
+    assert {r.verdict for r in results} == {Verdict.ERROR}
+    reason = results[0].reason
+    assert "could not start" in reason and "died with SIGABRT during start" in reason
+    assert "cases are error for the rest of the run" in reason and "next case" not in reason
+    assert backend.worker().starts == 1
+
+
 def test_a_timeout_is_not_a_crash_and_a_crash_is_not_a_timeout() -> None:
     """The reason names what happened: a planted swap of the two messages would fail here."""
     crash = _three(proxy(planted_workers.aborting))[1][1]

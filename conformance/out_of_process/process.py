@@ -36,6 +36,8 @@ from conformance.out_of_process.wire import WHERE_SIGNAL, WireError, encode, rea
 
 SERVE_MODULE = "conformance.out_of_process.serve"
 STDERR_LINES = 200  # how much of the worker's stderr is kept for a crash reason
+AFTER_CASE = "a new one starts for the next case"
+AFTER_START = "its backends' cases are error for the rest of the run"
 WHERE_WAIT_S = 1.0  # how long a hung worker gets to print where it hangs before it is killed
 START_TIMEOUT_S = 300.0  # starting a worker imports its library (TensorFlow: seconds, more on a busy machine)
 
@@ -140,7 +142,7 @@ class WorkerProcess:
         self._drain.start()
         hello = encode({"op": "hello", "factory": self.spec.factory, "precision": self.precision})
         try:
-            reply, _ = self._exchange(hello, self.start_timeout_s, "start", "the worker's start limit")
+            reply, _ = self._exchange(hello, self.start_timeout_s, "start", "the worker's start limit", AFTER_START)
         except WorkerFailure as failure:
             self._broken = type(failure)(f"could not start: {failure}")
             raise self._broken from None
@@ -150,7 +152,7 @@ class WorkerProcess:
             raise self._broken
 
     def _exchange(
-        self, frame: bytes, timeout_s: float | None, doing: str, limit_name: str
+        self, frame: bytes, timeout_s: float | None, doing: str, limit_name: str, then: str = AFTER_CASE
     ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         process = self._process
         assert process is not None and process.stdin is not None and process.stdout is not None
@@ -164,15 +166,15 @@ class WorkerProcess:
             self._kill()
             raise WorkerTimeout(
                 f"{doing} exceeded the time limit of {timeout_s:g} s ({limit_name}): the {self.spec.group} worker "
-                f"process (pid {process.pid}) was killed (SIGKILL); a new one starts for the next case" + self._tail()
+                f"process (pid {process.pid}) was killed (SIGKILL); {then}" + self._tail()
             ) from None
         except (OSError, WireError):
             got = None
         if got is None:
             code = self._reap()
             raise WorkerCrashed(
-                f"the {self.spec.group} worker process (pid {process.pid}) {exit_text(code)} during {doing}; "
-                "a new one starts for the next case" + self._tail()
+                f"the {self.spec.group} worker process (pid {process.pid}) {exit_text(code)} during {doing}; {then}"
+                + self._tail()
             )
         return got
 
