@@ -60,6 +60,9 @@ class KerasJaxGru(JaxBackend):
     def convert(self, tensors: dict[str, np.ndarray]) -> Any:
         return conv.torch_to_keras(tensors)
 
+    def convert_gradients(self, grads: Any, case: Case) -> dict[str, np.ndarray]:
+        return conv.keras_gradients_to_torch(grads, case.bidirectional, bias=case.bias)
+
     def library_notes(self) -> dict[str, Any]:
         return keras_common.notes(_import_keras())
 

@@ -19,6 +19,13 @@ LENGTHS: tuple[str, ...] = ("dense", "sorted", "unsorted", "full")
 DTYPES: tuple[str, ...] = ("float32", "float64", "float16", "bfloat16")
 EXPORT_SHAPES: tuple[str, ...] = ("same", "other")
 
+# Bounds on one case, so a `--case` id or a matrix value can't ask for unbounded work. The oracle and
+# the error-gain measurement (conformance/tolerance.py) step through every step of every layer and
+# direction in Python, about 0.7 ms a step on a laptop core, and every tensor is held several times
+# in float64. The matrix's largest case is 260 steps x 3 layers x 2 directions = 1560.
+MAX_SEQUENTIAL_STEPS = 20_000  # seq_len x num_layers x num_directions: about 15 s of reference work
+MAX_ELEMENTS = 10_000_000  # of the largest tensor (x, output, a weight matrix): 80 MB in float64
+
 
 class CaseError(ValueError):
     """A case description that cannot exist (bad id, impossible combination)."""
@@ -71,6 +78,32 @@ class Case:
             return f"export_shape must be one of {', '.join(EXPORT_SHAPES)}"
         if self.lengths in ("sorted", "unsorted") and (self.batch < 2 or self.seq_len < 2):
             return f"'{self.lengths}' lengths need two different lengths: batch >= 2 and seq_len >= 2"
+        return None
+
+    def excess(self) -> str | None:
+        """Why this case is too large to check (see MAX_SEQUENTIAL_STEPS and MAX_ELEMENTS), or None.
+
+        Apart from `impossibility`: an oversized case exists (results that hold one still load),
+        it is only refused up front, before any work starts.
+        """
+        steps = self.seq_len * self.num_layers * self.num_directions
+        if steps > MAX_SEQUENTIAL_STEPS:
+            return (
+                f"seq_len {self.seq_len} x {self.num_layers} layer(s) x {self.num_directions} direction(s) = "
+                f"{steps} sequential steps, over the bound of {MAX_SEQUENTIAL_STEPS} (conformance.case.MAX_SEQUENTIAL_STEPS)"
+            )
+        units = self.hidden_size * self.num_directions
+        sizes = {
+            "x": self.seq_len * self.batch * self.input_size,
+            "output": self.seq_len * self.batch * units,
+            "weight_ih": 3 * self.hidden_size * max(self.input_size, units if self.num_layers > 1 else 0),
+            "weight_hh": 3 * self.hidden_size * self.hidden_size,
+        }
+        name, size = max(sizes.items(), key=lambda item: item[1])
+        if size > MAX_ELEMENTS:
+            return (
+                f"{name} would hold {size} elements, over the bound of {MAX_ELEMENTS} (conformance.case.MAX_ELEMENTS)"
+            )
         return None
 
     @property

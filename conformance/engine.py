@@ -13,11 +13,13 @@ from conformance.case import Case
 from conformance.contract import Backend
 from conformance.data import GruOutput, Inputs, Weights, case_data
 from conformance.diagnosis import diagnose_failure
-from conformance.divergences import Divergence
+from conformance.divergences import Divergence, Reproduces
 from conformance.oracle import gru_reference
 from conformance.pipeline import Reference, attempt, judge, relabel
 from conformance.records import Result, rerun_command
+from conformance.time_limit import NO_LIMIT, TimeLimit
 from conformance.tolerance import derive
+from conformance.variants import reproduces
 from conformance.verdict import Verdict
 
 
@@ -38,9 +40,10 @@ def check(
     registry: list[Divergence] | None = None,
     precision: str = "strict",
     rerun_args: Sequence[str] = (),
+    limit: TimeLimit = NO_LIMIT,
 ) -> Result:
     """`rerun_args` are the run's options a rerun needs besides backend, case and reference
-    (`--backend-module`, a non-default `--divergences`)."""
+    (`--backend-module`, a non-default `--divergences`); `limit` is the per-case time limit."""
     result = Result(
         case=case,
         backend=backend.name,
@@ -54,7 +57,7 @@ def check(
     started = time.perf_counter()
     weights, inputs, expected = reference.load(case)
     reference_s = time.perf_counter() - started
-    tried = attempt(backend, case, weights, inputs)
+    tried = attempt(backend, case, weights, inputs, limit)
     result.timing = {"reference_s": reference_s, **tried.timing}
     if tried.output is None:
         result.verdict, result.reason = tried.verdict or Verdict.ERROR, tried.reason
@@ -65,7 +68,7 @@ def check(
         result.tolerance = tolerance.as_dict()
         result.verdict, result.checks, result.reason = judged.verdict, judged.checks, judged.reason
         result.timing["compare_s"] = time.perf_counter() - started
-    relabel(result, registry or [])
+    relabel(result, registry or [], _variant_test(case, weights, inputs, expected, tried.output, result))
     if result.verdict == Verdict.FAIL and tried.output is not None and _numbers_differ(result):
         started = time.perf_counter()
         diagnosis = diagnose_failure(case, weights, inputs, expected, tried.output, tolerance.atol)
@@ -73,6 +76,16 @@ def check(
         result.reason += f"\n{diagnosis.describe()}"
         result.timing["diagnose_s"] = time.perf_counter() - started
     return result
+
+
+def _variant_test(
+    case: Case, weights: Weights, inputs: Inputs, expected: GruOutput, actual: GruOutput | None, result: Result
+) -> Reproduces | None:
+    """For registry entries bounded by a semantic variant: does that variant reproduce this output?"""
+    if actual is None or result.tolerance is None:
+        return None
+    atol = result.tolerance["atol"]
+    return lambda variant_id: reproduces(variant_id, case, weights, inputs, actual, atol, expected)
 
 
 def _numbers_differ(result: Result) -> bool:

@@ -9,37 +9,41 @@ place that knows them, so pairwise covers every pair of values that can coexist.
 from __future__ import annotations
 
 import itertools
-import tomllib
 from collections.abc import Iterator
 from dataclasses import fields
 from importlib import resources
-from importlib.resources.abc import Traversable
+from pathlib import Path
 from typing import Any
 
 import covertable
 
+from conformance import schema
 from conformance.case import Case, CaseError
+from conformance.schema import SchemaError
 
 TIERS = ("smoke", "pairwise", "full")
 # Package data, so an installed (non-editable) copy builds every tier; `--matrix` overrides it.
-DEFAULT_MATRIX: Traversable = resources.files("conformance") / "declared" / "matrix.toml"
+# (A file-system path: the package is installed as files, and the schema reader checks the file itself.)
+DEFAULT_MATRIX = Path(str(resources.files("conformance") / "declared" / "matrix.toml"))
 DIMENSIONS = tuple(f.name for f in fields(Case) if f.name != "seed")
 
 
-class MatrixError(ValueError):
+class MatrixError(SchemaError):
     """A matrix file that can't be used: says which file, which entry, and what is valid."""
 
 
-def load(path: Traversable = DEFAULT_MATRIX) -> dict[str, Any]:
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise MatrixError(f"matrix file not found: {path}") from None
-    except tomllib.TOMLDecodeError as error:
-        raise MatrixError(f"{path}: not valid TOML: {error}") from None
-    dims = data.get("dimensions")
-    if not isinstance(dims, dict):
-        raise MatrixError(f"{path}: missing [dimensions] table")
+TOP_KEYS = ("dimensions", "smoke")
+SMOKE_KEYS = ("defaults", "cases")
+
+
+def load(path: Path = DEFAULT_MATRIX) -> dict[str, Any]:
+    """Read and validate a matrix file: every structural problem is a MatrixError naming the file and the entry."""
+    data = schema.read_toml(path, "matrix file", MatrixError)
+    where = schema.Where(str(path), error=MatrixError)
+    if "dimensions" not in data:
+        raise where.fail("missing [dimensions] table")
+    schema.check_keys(where, data, TOP_KEYS)
+    dims = schema.table(where, data["dimensions"], "[dimensions]")
     unknown = sorted(set(dims) - set(DIMENSIONS))
     missing = [d for d in DIMENSIONS if d not in dims]
     if unknown or missing:
@@ -48,16 +52,22 @@ def load(path: Traversable = DEFAULT_MATRIX) -> dict[str, Any]:
         raise MatrixError(f"{path}: [dimensions] {'; '.join(problems)}. Valid dimensions: {', '.join(DIMENSIONS)}")
     for name, values in dims.items():
         if not isinstance(values, list) or not values:
-            raise MatrixError(f"{path}: dimension {name!r} must be a non-empty list of values")
+            raise where.expected(f"[dimensions] {name}", "a non-empty list of values", values)
         kinds = {type(v) for v in values}
         expected = type(getattr(Case(1, 1), name))
         if kinds != {expected}:
             raise MatrixError(f"{path}: dimension {name!r} must hold {expected.__name__} values, got {values!r}")
         if len(set(values)) != len(values):
             raise MatrixError(f"{path}: dimension {name!r} repeats a value: {values!r}")
-    smoke = data.get("smoke", {})
-    if not isinstance(smoke.get("cases", []), list):
-        raise MatrixError(f"{path}: [[smoke.cases]] must be an array of tables")
+    smoke = schema.table(where, data.get("smoke", {}), "smoke", "a [smoke] table with defaults and [[smoke.cases]]")
+    schema.check_keys(where.at("[smoke]"), smoke, SMOKE_KEYS)
+    defaults = schema.table(where, smoke.get("defaults", {}), "[smoke.defaults]")
+    cases = smoke.get("cases", [])
+    if not isinstance(cases, list) or not all(isinstance(c, dict) for c in cases):
+        raise where.expected("[[smoke.cases]]", "an array of tables", cases)
+    for field in defaults:
+        if field not in DIMENSIONS:
+            raise where.fail(f"unknown case field {field!r}; valid: {', '.join(DIMENSIONS)}", "[smoke.defaults]")
     data["_path"] = str(path)
     # Building every smoke case and one case per value validates the values themselves.
     list(smoke_cases(data, seed=0))
@@ -72,11 +82,16 @@ def _first(dims: dict[str, list[Any]]) -> dict[str, Any]:
     return {name: values[0] for name, values in dims.items()}
 
 
-def _case(values: dict[str, Any], seed: int, where: Traversable | str) -> Case:
+def _case(values: dict[str, Any], seed: int, where: Path | str) -> Case:
+    """A case of the matrix; an impossible or oversized one is a MatrixError naming where it came from."""
     try:
-        return Case.from_dict({**values, "seed": seed})
+        case = Case.from_dict({**values, "seed": seed})
     except (CaseError, TypeError) as error:
         raise MatrixError(f"{where}: {error}") from None
+    too_big = case.excess()
+    if too_big:
+        raise MatrixError(f"{where}: case {case.id} is too large: {too_big}")
+    return case
 
 
 def smoke_cases(data: dict[str, Any], seed: int) -> Iterator[Case]:
@@ -117,7 +132,7 @@ def full_cases(data: dict[str, Any], seed: int) -> Iterator[Case]:
             yield _case(row, seed, data["_path"])
 
 
-def cases(tier: str, seed: int = 0, path: Traversable = DEFAULT_MATRIX) -> list[Case]:
+def cases(tier: str, seed: int = 0, path: Path = DEFAULT_MATRIX) -> list[Case]:
     """The cases of a tier, in a stable order (the same on every machine)."""
     if tier not in TIERS:
         raise MatrixError(f"unknown tier {tier!r}; valid tiers: {', '.join(TIERS)}")

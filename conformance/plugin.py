@@ -11,40 +11,49 @@ each worker appends to its own results file; the controller merges them when the
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
+import re
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conformance import cross_device, divergences, matrix, out_of_process, selection, sharding
+from conformance import cross_device, divergences, matrix, selection, sharding, time_limit
 from conformance.backend_summary import BackendSummary, summarize
 from conformance.case import Case, CaseError
-from conformance.contract import Backend, Preparing
+from conformance.contract import Availability, Backend, Preparing, first_line
 from conformance.engine import ORACLE, check
 from conformance.environment import environment
 from conformance.pipeline import Reference
+from conformance.probing import probe
 from conformance.records import (
     BACKEND,
     END,
+    PROBE,
     RESULT,
     CrossDeviceResult,
     Result,
     ResultsWriter,
     merge_worker_files,
     read_records,
+    rerun_command,
     worker_path,
 )
+from conformance.schema import clobbers
+from conformance.time_limit import TimeLimit, capture
+from conformance.variants import VARIANTS
 from conformance.vectors import VectorsError, VectorsReference, check_integrity
 from conformance.verdict import Verdict
 
 DEFAULT_RESULTS = Path("reports/out/results.jsonl")
 DEFAULT_REPORT = Path("reports/out/report.html")
 PACKAGE_DIR = Path(__file__).resolve().parent  # holds the conformance test modules
+CASE_FIELD_NAMES = tuple(f.name for f in fields(Case))
 RUN_KEY = pytest.StashKey["ConformanceRun"]()
 REPORT_KEY = pytest.StashKey[str]()  # where the report went, for the terminal summary
 
@@ -64,49 +73,111 @@ class ConformanceRun:
     verdicts: Counter[str] = field(default_factory=Counter)
     reference: Reference = ORACLE  # or stored vectors (--vectors)
     rerun_args: tuple[str, ...] = ()  # options a rerun command needs besides backend, case and reference
+    probes: dict[str, str] = field(default_factory=dict)  # --explain: backend -> what its probe found
+    limit: TimeLimit = field(default_factory=TimeLimit)  # --case-timeout
+    warnings: list[str] = field(default_factory=list)  # shown in the terminal summary (registry, prepare)
 
-    def prepare(self, items: list[pytest.Item]) -> None:
-        """Let backends that build models up front (ONNX exports) build all they will need at once, in parallel."""
+    def prepare(self, items: list[pytest.Item]) -> list[str]:
+        """Let backends that build models up front (ONNX exports) build all they will need at once, in parallel.
+
+        A backend whose `prepare` raises is not prepared (its cases then build lazily, or fail as results);
+        the problems are returned for a warning."""
         wanted: dict[str, list[Case]] = {}
         for item in items:
             params = getattr(item, "callspec", None)
             if params is not None and {"case", "backend"} <= set(params.params):
                 wanted.setdefault(params.params["backend"].name, []).append(params.params["case"])
+        problems = []
         for backend in self.backends:
-            if isinstance(backend, Preparing) and wanted.get(backend.name) and backend.availability().available:
-                backend.prepare(wanted[backend.name])
+            if isinstance(backend, Preparing) and wanted.get(backend.name):
+                problem = _prepare(backend, wanted[backend.name])
+                if problem:
+                    problems.append(problem)
+        return problems
+
+    def describe(self, backend: Backend) -> None:
+        """The backend record, once per backend: availability and notes, whatever the adapter does."""
+        tried = capture(lambda: backend.availability())
+        availability = tried.value if isinstance(tried.value, Availability) else None
+        notes: Any = {}
+        if availability is not None and availability.available:
+            described = capture(lambda: backend.describe())
+            notes = described.value  # notes are informative; never fail a run over them
+            if described.error is not None:
+                notes = {"describe_error": first_line(described.error)}
+            elif not isinstance(notes, dict):
+                notes = {"describe_error": f"describe returned {type(notes).__name__}; expected a dict"}
+            elif (problem := _not_json(notes)) is not None:
+                notes = {"describe_error": f"describe returned notes that aren't JSON data: {problem}"}
+        if availability is not None:
+            said = availability.describe()
+        elif tried.error is not None:
+            said = f"availability() raised {first_line(tried.error)}"
+        else:
+            said = f"availability returned {type(tried.value).__name__}; expected Availability"
+        self.writer.write(
+            {
+                "kind": BACKEND,
+                "backend": backend.name,
+                "family": backend.family,
+                "device": backend.device,
+                "available": bool(availability and availability.available),
+                "availability": said,
+                "notes": notes,
+            }
+        )
 
     def check(self, backend: Backend, case: Case) -> Result:
+        """One (backend, case) result, written before it is returned: exactly one record, whatever happens."""
         if backend.name not in self.described:
             self.described.add(backend.name)
-            notes: dict[str, Any] = {}
-            availability = backend.availability()
-            if availability.available:
-                try:
-                    notes = backend.describe()
-                except Exception as error:  # notes are informative; never fail a run over them
-                    notes = {"describe_error": f"{type(error).__name__}: {error}"}
-            self.writer.write(
-                {
-                    "kind": BACKEND,
-                    "backend": backend.name,
-                    "family": backend.family,
-                    "device": backend.device,
-                    "available": availability.available,
-                    "availability": availability.describe(),
-                    "notes": notes,
-                }
+            self.describe(backend)
+        try:
+            result = check(
+                backend, case, self.reference, self.registry, self.precision, self.rerun_args, limit=self.limit
             )
-        result = check(backend, case, self.reference, self.registry, self.precision, self.rerun_args)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as error:  # the pipeline catches what backends do; this is the last line of defence
+            result = Result(
+                case=case,
+                backend=backend.name,
+                family=backend.family,
+                device=backend.device,
+                verdict=Verdict.ERROR,
+                reason=f"the check itself failed: {first_line(error)}",
+                rerun=rerun_command(case, backend.name, self.precision, [*self.rerun_args, *self.reference.rerun_args]),
+                precision=self.precision,
+                reference=self.reference.name,
+            )
         self.writer.write(result.as_record())
         self.verdicts[result.verdict.value] += 1
         return result
 
     def check_devices(self, pair: cross_device.DevicePair, case: Case) -> CrossDeviceResult:
         """The cross-device check of one case, recorded as a `cross_device` record."""
-        result = cross_device.check(pair, case, self.precision, lambda c: self.reference.load(c)[:2])
+        result = cross_device.check(pair, case, self.precision, lambda c: self.reference.load(c)[:2], self.limit)
         self.writer.write(result.as_record())
         return result
+
+
+def _not_json(value: Any) -> str | None:
+    try:
+        json.dumps(value, sort_keys=True)
+    except (TypeError, ValueError) as error:
+        return str(error)
+    return None
+
+
+def _prepare(backend: Preparing, cases: list[Case]) -> str | None:
+    """Prepare one available backend; what went wrong, if anything (never raises for what the adapter does)."""
+    available = capture(lambda: backend.availability().available)  # type: ignore[attr-defined]
+    if available.value is not True:
+        return None
+    done = capture(lambda: backend.prepare(cases))
+    if done.error is None:
+        return None
+    return f"{getattr(backend, 'name', backend)}: prepare() raised {first_line(done.error)}; its cases run unprepared"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -123,7 +194,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--case", action="append", default=None, metavar="CASE_ID", help="run exactly this case id (overrides --tier)"
     )
     group.addoption("--device", default="all", help="cpu, cuda or all (default: all devices detected here)")
-    group.addoption("--seed", type=int, default=0, help="data seed for every case (default: 0)")
+    group.addoption(
+        "--seed",
+        type=int,
+        default=None,
+        help="data seed for every case of the tier, a non-negative integer (default: 0); "
+        "not with --case (a case id carries its seed) or --vectors",
+    )
+    group.addoption(
+        "--case-timeout",
+        type=float,
+        default=time_limit.DEFAULT_SECONDS,
+        metavar="SECONDS",
+        help=f"time limit on each backend run() (default: {time_limit.DEFAULT_SECONDS:g}; 0: none). An in-process "
+        "call that overruns can't be stopped: its result is error, it goes on in a background thread, and that "
+        "backend's later cases are error without being called; an out-of-process backend's worker is killed "
+        "instead, and a new one runs its next case",
+    )
     group.addoption(
         "--shard",
         default=None,
@@ -163,19 +250,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--no-report", action="store_true", help="don't render the HTML report")
     group.addoption(
+        "--explain",
+        action="store_true",
+        help="after the run, rerun each failing case with one field changed at a time (within the matrix's "
+        "values) on the same backend, to find which single changes make the failure pass",
+    )
+    group.addoption(
+        "--explain-budget",
+        type=int,
+        default=40,
+        metavar="N",
+        help="--explain runs at most N extra cases per failing backend (default: 40)",
+    )
+    group.addoption(
         "--vectors",
         default=None,
         metavar="DIR",
         help="take cases and expected values from stored vectors (e.g. fixtures/vectors/pairwise) instead of "
-        "the live oracle; --case selects among them, --tier/--seed/--matrix are ignored",
-    )
-    group.addoption(
-        "--case-timeout",
-        type=float,
-        default=out_of_process.CASE_TIMEOUT_S,
-        metavar="SECONDS",
-        help=f"time limit on each run of an out-of-process backend (default: {out_of_process.CASE_TIMEOUT_S:g}; "
-        "0: none); past it the worker is killed, the case is error, and a new worker runs the next case",
+        "the live oracle; --case selects among them, --tier and --matrix are ignored, --seed is refused",
     )
 
 
@@ -190,26 +282,101 @@ def _split(values: list[str] | None) -> list[str] | None:
     return [token.strip() for value in values for token in value.split(",") if token.strip()]
 
 
-def _build_run(config: pytest.Config) -> ConformanceRun:
-    opt = config.option
+def _check_options(opt: Any) -> None:
+    """Options that are wrong on their own or together; every one is a usage error that says what is valid."""
     if opt.precision not in ("strict", "default"):
         raise pytest.UsageError(f"--precision: unknown mode {opt.precision!r}; valid: strict, default")
     if opt.tier not in matrix.TIERS:
         raise pytest.UsageError(f"--tier: unknown tier {opt.tier!r}; valid tiers: {', '.join(matrix.TIERS)}")
+    if opt.seed is not None and opt.seed < 0:
+        raise pytest.UsageError(f"--seed: expected a non-negative integer, got {opt.seed}")
+    if opt.seed is not None and opt.case:
+        example = Case.from_id(opt.case[0]).id.rsplit("-s", 1)[0] if _is_case_id(opt.case[0]) else "I5H6-...-xsame"
+        raise pytest.UsageError(
+            f"--seed {opt.seed} with --case: a case id carries its own seed (its '-sN' suffix), so --seed would be "
+            f"ignored; drop --seed, or put the seed in the id: {example}-s{opt.seed}"
+        )
+    if opt.seed is not None and opt.vectors:
+        raise pytest.UsageError(f"--seed {opt.seed} with --vectors: stored vectors fix their own seed; drop --seed")
+    if not math.isfinite(opt.case_timeout) or opt.case_timeout < 0:
+        raise pytest.UsageError(f"--case-timeout: expected seconds >= 0 (0: no limit), got {opt.case_timeout}")
+
+
+def _is_case_id(text: str) -> bool:
+    try:
+        Case.from_id(text)
+    except CaseError:
+        return False
+    return True
+
+
+def _output_paths(config: pytest.Config, results_path: Path) -> None:
+    """Refuse an output that would overwrite an input or another output (`--results X --report X`)."""
+    opt = config.option
+    outputs: list[tuple[str, Path | None]] = [("--results", results_path)]
+    if not opt.no_report:
+        from reports.render import default_summary_path
+
+        report = _output_path(config, opt.report)
+        outputs += [("--report", report), ("the report's summary", default_summary_path(report))]
+    inputs: list[tuple[str, Path | None]] = [
+        ("--matrix", Path(opt.matrix) if opt.matrix else matrix.DEFAULT_MATRIX),
+        ("--divergences", Path(opt.divergences) if opt.divergences else divergences.DEFAULT_REGISTRY),
+    ]
+    if opt.vectors:
+        inputs += [("the --vectors manifest", Path(opt.vectors) / "manifest.json")]
+    clashes = clobbers(outputs, inputs)
+    if clashes:
+        raise pytest.UsageError("refusing to overwrite an input: " + "; ".join(clashes))
+    for label, path in outputs:
+        if path is not None and path.is_dir():
+            raise pytest.UsageError(f"{label} {path}: is a directory; expected a file path")
+
+
+def _oversized(cases: list[Case]) -> None:
+    for case in cases:
+        too_big = case.excess()
+        if too_big:
+            raise pytest.UsageError(f"case {case.id}: refused up front, too large: {too_big}")
+
+
+def _warn_unmatchable(config: pytest.Config, run: ConformanceRun) -> None:
+    """Registry entries (or parts of them) that can never match in this run: a warning each, by id, shown
+    at the end with the verdicts (pytest's own warnings would point at this file, not the registry)."""
+    opt = config.option
+    domain: dict[str, set[Any]] = {name: {getattr(c, name) for c in run.cases} for name in CASE_FIELD_NAMES}
+    try:
+        for name, values in matrix.load(Path(opt.matrix) if opt.matrix else matrix.DEFAULT_MATRIX)[
+            "dimensions"
+        ].items():
+            domain[name] |= set(values)
+    except matrix.MatrixError:
+        pass  # --case and --vectors runs don't need the matrix; a tier run has already loaded it
+    families = set(selection.entry_point_families()) | {b.family for b in run.backends}
+    families |= {re.split(r"[\[/]", b.name, maxsplit=1)[0] for b in run.backends}
+    for message in divergences.unmatchable(run.registry, domain, families):
+        run.warnings.append(f"{opt.divergences}: {message}")
+
+
+def _build_run(config: pytest.Config) -> ConformanceRun:
+    opt = config.option
+    _check_options(opt)
+    seed = 0 if opt.seed is None else opt.seed
     reference: Reference = ORACLE
     try:
         if opt.vectors:
             cases, reference = _vectors_cases(opt.vectors, opt.case)
+            _oversized(cases)
         elif opt.case:
             cases = [Case.from_id(case_id) for case_id in opt.case]
+            _oversized(cases)
         else:
-            cases = matrix.cases(opt.tier, opt.seed, Path(opt.matrix) if opt.matrix else matrix.DEFAULT_MATRIX)
+            cases = matrix.cases(opt.tier, seed, Path(opt.matrix) if opt.matrix else matrix.DEFAULT_MATRIX)
         cases = sharding.select(cases, sharding.parse(opt.shard) if opt.shard else None)
         backends = selection.select(_split(opt.backends), opt.device, opt.backend_module, opt.precision)
-        for backend in backends:
-            if isinstance(backend, out_of_process.WorkerBackend):
-                backend.case_timeout_s = _case_timeout(opt.case_timeout)
-        registry = divergences.load(Path(opt.divergences) if opt.divergences else divergences.DEFAULT_REGISTRY)
+        registry = divergences.load(
+            Path(opt.divergences) if opt.divergences else divergences.DEFAULT_REGISTRY, variants=VARIANTS
+        )
     except (
         CaseError,
         matrix.MatrixError,
@@ -221,34 +388,42 @@ def _build_run(config: pytest.Config) -> ConformanceRun:
 
     worker = _worker_id(config)
     results_path = _output_path(config, opt.results)
+    _output_paths(config, results_path)
     workerinput = getattr(config, "workerinput", None)
-    if workerinput:
-        run_id = workerinput.get("conformance_run_id")
-        if run_id is None:  # the controller didn't start the run: it didn't see this package named
-            raise pytest.UsageError(
-                "under pytest-xdist, name the conformance suite on the command line: "
-                "`pytest conformance` in a checkout, `pytest --pyargs conformance` anywhere"
-            )
-        writer = ResultsWriter(worker_path(results_path, worker), run_id, worker)
-    else:
-        run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
-        results_path.parent.mkdir(parents=True, exist_ok=True)
-        for stale in results_path.parent.glob(f"{results_path.stem}.gw*{results_path.suffix}"):
-            stale.unlink()
-        results_path.write_text("", encoding="utf-8")  # one file per run
-        writer = ResultsWriter(results_path, run_id, worker)
+    try:
+        if workerinput:
+            run_id = workerinput.get("conformance_run_id")
+            if run_id is None:  # the controller didn't start the run: it didn't see this package named
+                raise pytest.UsageError(
+                    "under pytest-xdist, name the conformance suite on the command line: "
+                    "`pytest conformance` in a checkout, `pytest --pyargs conformance` anywhere"
+                )
+            writer = ResultsWriter(worker_path(results_path, worker), run_id, worker)
+        else:
+            run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+            results_path.parent.mkdir(parents=True, exist_ok=True)
+            for stale in results_path.parent.glob(f"{results_path.stem}.gw*{results_path.suffix}"):
+                stale.unlink()
+            results_path.write_text("", encoding="utf-8")  # one file per run
+            writer = ResultsWriter(results_path, run_id, worker)
+    except OSError as error:
+        raise pytest.UsageError(f"--results {results_path}: can't write there: {error.strerror or error}") from None
+    if not workerinput:
+        seeds = sorted({c.seed for c in cases})
         writer.write(
             environment(
                 {
                     "tier": "vectors" if opt.vectors else "case" if opt.case else opt.tier,
                     "cases": len(cases),
-                    "seed": opt.seed,
+                    "seed": seed if not (opt.case or opt.vectors) else seeds[0] if len(seeds) == 1 else None,
                     "device": opt.device,
                     "precision": opt.precision,
                     "backends": [b.name for b in backends],
                     "matrix": str(opt.matrix or matrix.DEFAULT_MATRIX),
                     "shard": opt.shard,
                     "vectors": opt.vectors,
+                    "case_timeout_s": opt.case_timeout,
+                    "time_limit": TimeLimit(opt.case_timeout).describe(),
                 }
             )
             | {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -263,6 +438,7 @@ def _build_run(config: pytest.Config) -> ConformanceRun:
         worker,
         reference=reference,
         rerun_args=_rerun_args(opt),
+        limit=TimeLimit(opt.case_timeout),
     )
 
 
@@ -286,22 +462,16 @@ def enact(verdict: Verdict, message: str) -> None:
         pytest.fail(f"{verdict.value}: {message}", pytrace=False)
 
 
-def _case_timeout(seconds: float) -> float:
-    if not math.isfinite(seconds) or seconds < 0:
-        raise pytest.UsageError(f"--case-timeout: expected seconds >= 0 (0: no limit), got {seconds}")
-    return seconds
-
-
 def _rerun_args(opt: Any) -> tuple[str, ...]:
     args: list[str] = []
-    if opt.case_timeout != out_of_process.CASE_TIMEOUT_S:
-        args += ["--case-timeout", f"{opt.case_timeout:g}"]
     for spec in opt.backend_module:
         args += ["--backend-module", spec]
     if opt.divergences:
         args += ["--divergences", str(opt.divergences)]
     if opt.pyargs:  # run installed: `pytest conformance --pyargs` finds the package from any directory
         args.append("--pyargs")
+    if opt.case_timeout != time_limit.DEFAULT_SECONDS:
+        args += ["--case-timeout", f"{opt.case_timeout:g}"]
     return tuple(args)
 
 
@@ -323,7 +493,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     """Outside xdist, build models up front; under xdist each worker builds lazily (no duplicate exports)."""
     run = session.config.stash.get(RUN_KEY, None)
     if run is not None and run.worker == "main" and session.items:
-        run.prepare(session.items)
+        for problem in run.prepare(session.items):
+            run.warnings.append(problem)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -339,6 +510,8 @@ def activate(config: pytest.Config) -> ConformanceRun:
     run = config.stash.get(RUN_KEY, None)
     if run is None:
         run = config.stash[RUN_KEY] = _build_run(config)
+        if run.worker == "main":
+            _warn_unmatchable(config, run)
     return run
 
 
@@ -418,6 +591,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         for p in run.results_path.parent.glob(f"{run.results_path.stem}.gw*{run.results_path.suffix}")
     }
     merge_worker_files(run.results_path, workers)
+    if session.config.option.explain:
+        _explain(session.config, run)
     counts = Counter(r["verdict"] for r in read_records(run.results_path) if r["kind"] == RESULT)
     run.verdicts = counts
     end = ResultsWriter(run.results_path, run.writer.run_id)
@@ -432,6 +607,30 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     end.close()
     if not session.config.option.no_report:
         session.config.stash[REPORT_KEY] = _render_report(session.config, run.results_path)
+
+
+def _explain(config: pytest.Config, run: ConformanceRun) -> None:
+    """`--explain`: probe the one-field neighbours of each backend's failing cases; one `probe` record each."""
+    failing: dict[str, list[Case]] = {}
+    for record in read_records(run.results_path):
+        if record["kind"] == RESULT and record["verdict"] == Verdict.FAIL.value:
+            failing.setdefault(record["backend"], []).append(Case.from_dict(record["case"]))
+    opt = config.option
+    dimensions = matrix.load(Path(opt.matrix) if opt.matrix else matrix.DEFAULT_MATRIX)["dimensions"]
+    writer = ResultsWriter(run.results_path, run.writer.run_id)
+    for backend in run.backends:
+        if backend.name not in failing:
+            continue
+        found = probe(
+            backend.name,
+            failing[backend.name],
+            dimensions,
+            lambda case, b=backend: check(b, case, run.reference, run.registry, run.precision),  # type: ignore[misc]
+            config.option.explain_budget,
+        )
+        run.probes[backend.name] = found.describe()
+        writer.write({"kind": PROBE, **found.as_dict()})
+    writer.close()
 
 
 def _render_report(config: pytest.Config, results: Path) -> str:
@@ -460,16 +659,19 @@ COLUMNS = (
 HEADINGS = ("pass", "fail", "error", "unexp", "conv", "known", "unsup", "skip")
 
 
-def summary_table(summaries: list[BackendSummary]) -> list[str]:
+def summary_table(summaries: list[BackendSummary], probes: dict[str, str] | None = None) -> list[str]:
     """One row of verdict counts per backend; under a backend that fails or checked nothing, why."""
     if not summaries:
         return []
+    probes = probes or {}
     width = max(len(s.backend) for s in summaries)
     lines = [f"{'backend':<{width}}  " + " ".join(f"{h:>5}" for h in HEADINGS)]
     for s in summaries:
         lines.append(f"{s.backend:<{width}}  " + " ".join(f"{s.counts[v.value] or '.':>5}" for v in COLUMNS))
         if s.failing or s.ran == 0:
             lines.append(f"  {s.line()}")
+        if s.backend in probes:
+            lines.append(f"  {probes[s.backend]}")
     return lines
 
 
@@ -478,8 +680,11 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if run is None or run.worker != "main":
         return
     terminalreporter.section("GRU conformance")
-    for line in summary_table(summarize(read_records(run.results_path)) if run.results_path.exists() else []):
+    summaries = summarize(read_records(run.results_path)) if run.results_path.exists() else []
+    for line in summary_table(summaries, run.probes):
         terminalreporter.write_line(line)
+    for warning in run.warnings:
+        terminalreporter.write_line(f"warning: {warning}", yellow=True)
     counts = ", ".join(f"{n} {v}" for v, n in sorted(run.verdicts.items())) or "no results"
     terminalreporter.write_line(f"verdicts: {counts}")
     terminalreporter.write_line(f"results: {run.results_path}")

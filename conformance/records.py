@@ -9,6 +9,7 @@ One file holds records of five kinds, each a JSON object with a "kind" key:
   backend       once per backend per process: its notes (versions, precision, export facts)
   result        one per (case, backend), written the moment it finishes
   cross_device  one per (case, device pair): the same backend on CPU and GPU compared directly
+  probe         with --explain, one per failing backend: its failing cases' one-field neighbours
   end           once, when the run finishes; a file without it is partial
 Readers ignore kinds they don't know and a truncated last line, so a crash loses
 nothing already written.
@@ -25,8 +26,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from conformance import schema
 from conformance.case import Case
-from conformance.verdict import Verdict
+from conformance.schema import SchemaError
+from conformance.verdict import NAMES, Verdict
 
 SCHEMA_VERSION = 1
 
@@ -34,14 +37,17 @@ ENVIRONMENT = "environment"
 BACKEND = "backend"
 RESULT = "result"
 CROSS_DEVICE = "cross_device"
+PROBE = "probe"
 END = "end"
-KINDS = (ENVIRONMENT, BACKEND, RESULT, CROSS_DEVICE, END)
+KINDS = (ENVIRONMENT, BACKEND, RESULT, CROSS_DEVICE, PROBE, END)
 
 # What a failing check means: "shape" and "dtype" (the backend returned the wrong
 # kind of thing), "arithmetic" (numbers differ beyond tolerance), "convention"
 # (padded positions hold values where PyTorch gives zeros: documented behaviour of
 # the backend's own API, not an arithmetic error).
 CHECK_KINDS = ("shape", "dtype", "arithmetic", "convention")
+# Every check a result can hold (conformance/compare.py makes them; the registry's `checks` name them).
+CHECK_NAMES = ("output.shape", "output.dtype", "output", "output.padding", "h_n.shape", "h_n.dtype", "h_n")
 
 
 @dataclass
@@ -219,21 +225,132 @@ class ResultsWriter:
         self._file.close()
 
 
+class RecordError(SchemaError):
+    """A results file that doesn't hold results records; names the file, the line and the field."""
+
+
+def _optional(check: Any) -> Any:
+    def run(where: schema.Where, value: Any, field: str) -> Any:
+        return None if value is None else check(where, value, field)
+
+    return run
+
+
+def _verdict(where: schema.Where, value: Any, field: str) -> str:
+    return str(schema.one_of(where, value, field, NAMES))
+
+
+def _any_text(where: schema.Where, value: Any, field: str) -> str:
+    if not isinstance(value, str):
+        raise where.expected(field, "a string", value)
+    return value
+
+
+def _check_record(where: schema.Where, value: Any, field: str) -> dict[str, Any]:
+    check = schema.table(where, value, field, "a check (a table with name, kind, passed, ...)")
+    if not isinstance(check.get("name"), str):
+        raise where.expected(f"{field}.name", "a string", check.get("name"))
+    return check
+
+
+def _headroom(where: schema.Where, value: Any, field: str) -> Any:
+    if isinstance(value, str) and value in ("inf", "-inf", "nan"):
+        return value  # the writer's spelling of non-finite numbers
+    return schema.number(where, value, field)
+
+
+def _pair(where: schema.Where, value: Any, field: str) -> list[str]:
+    names = schema.list_of(where, value, field, _any_text, "a list of two backend names")
+    if len(names) != 2:
+        raise where.expected(field, "a list of two backend names", value)
+    return names
+
+
+_TABLE = _optional(schema.table)
+_TEXT = _optional(_any_text)
+# What each known kind must hold for the readers (reports, `python -m reports verdicts`): field -> check.
+# Required fields are checked as given; optional ones may be absent or null.
+_REQUIRED: dict[str, dict[str, Any]] = {
+    RESULT: {"case_id": schema.text, "backend": schema.text, "verdict": _verdict},
+    CROSS_DEVICE: {"case_id": schema.text, "backends": _pair, "verdict": _verdict},
+    BACKEND: {"backend": schema.text},
+    ENVIRONMENT: {},
+    END: {},
+}
+_OPTIONAL: dict[str, dict[str, Any]] = {
+    RESULT: {
+        "case": schema.table,
+        "family": _TEXT,
+        "device": _TEXT,
+        "reason": _TEXT,
+        "rerun": _TEXT,
+        "divergence": _TEXT,
+        "tolerance": _TABLE,
+        "timing": _TABLE,
+        "worst_headroom": _optional(_headroom),
+        "checks": _optional(lambda w, v, f: schema.list_of(w, v, f, _check_record, "a list of checks", False)),
+    },
+    CROSS_DEVICE: {
+        "case": schema.table,
+        "family": _TEXT,
+        "reason": _TEXT,
+        "tolerance": _TABLE,
+        "worst_headroom": _optional(_headroom),
+        "checks": _optional(lambda w, v, f: schema.list_of(w, v, f, _check_record, "a list of checks", False)),
+    },
+    BACKEND: {"family": _TEXT, "device": _TEXT, "notes": _TABLE, "availability": _TEXT},
+    ENVIRONMENT: {
+        "options": schema.table,
+        "packages": _TABLE,
+        "gpus": _optional(lambda w, v, f: schema.list_of(w, v, f, _any_text, "a list of GPU names", False)),
+    },
+    END: {"counts": _TABLE},
+}
+
+
+def check_record(record: dict[str, Any], where: schema.Where) -> None:
+    """Refuse a record of a known kind that lacks what readers use (unknown kinds pass: newer writers)."""
+    kind = record["kind"]
+    if kind not in _REQUIRED:
+        return
+    where = where.at(f"{kind} record")
+    for name, check in _REQUIRED[kind].items():
+        if name not in record:
+            raise where.fail("missing", name)
+        check(where, record[name], name)
+    for name, check in _OPTIONAL[kind].items():
+        if name in record:
+            check(where, record[name], name)
+
+
 def read_records(path: Path) -> Iterator[dict[str, Any]]:
-    """Every complete record of a results file; a torn last line (a crash mid-write) is skipped."""
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                if line.endswith("\n"):
-                    raise ValueError(f"{path}:{number}: not a JSON line ({error})") from None
-                return  # truncated final line of an interrupted run
-            if not isinstance(record, dict) or "kind" not in record:
-                raise ValueError(f"{path}:{number}: not a results record (no 'kind')")
-            yield record
+    """Every complete record of a results file; a torn last line (a crash mid-write) is skipped.
+
+    Each record is checked against its kind's schema, so a hand-edited or foreign file is refused
+    with the line and field at fault instead of failing somewhere in the report."""
+    schema.regular_file(path, "results file", RecordError)
+    try:
+        handle = path.open(encoding="utf-8")
+    except OSError as error:
+        raise RecordError(f"{path}: can't read this results file: {error.strerror or error}") from None
+    with handle:
+        number = 0
+        try:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as error:
+                    if line.endswith("\n"):
+                        raise RecordError(f"{path}:{number}: not a JSON line ({error})") from None
+                    return  # truncated final line of an interrupted run
+                if not isinstance(record, dict) or not isinstance(record.get("kind"), str):
+                    raise RecordError(f"{path}:{number}: not a results record (no 'kind')")
+                check_record(record, schema.Where(f"{path}:{number}", error=RecordError))
+                yield record
+        except UnicodeDecodeError:
+            raise RecordError(f"{path}:{number + 1}: not a text line (not UTF-8); is this a results file?") from None
 
 
 def read_results(paths: Iterable[Path]) -> list[Result]:

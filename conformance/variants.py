@@ -427,6 +427,30 @@ def applicable(case: Case) -> list[Variant]:
     return [v for v in VARIANTS.values() if v.applies(case)]
 
 
+def reproduces(
+    variant_id: str,
+    case: Case,
+    weights: Weights,
+    inputs: Inputs,
+    actual: GruOutput,
+    tolerance: float,
+    expected: GruOutput,
+) -> bool:
+    """Whether one named variant reproduces `actual` within `tolerance` (and differs from the oracle), the
+    test `diagnose` applies to each variant; a registry entry bounded by a variant asks exactly this."""
+    candidate = VARIANTS[variant_id]
+    if not candidate.applies(case):
+        return False
+    produced = candidate.compute(case, weights, inputs)
+    if produced is None:
+        return False
+    lengths = inputs.lengths
+    return (
+        distance(case, lengths, produced, expected) > SEPARATION * tolerance
+        and distance(case, lengths, produced, actual) <= tolerance
+    )
+
+
 def diagnose(
     case: Case, weights: Weights, inputs: Inputs, actual: GruOutput, tolerance: float, expected: GruOutput
 ) -> list[VariantMatch]:

@@ -7,7 +7,6 @@ demand, so a run with `--no-report` never loads them.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -18,9 +17,20 @@ from typing import Any
 from conformance import divergences
 from conformance.backend_summary import summarize
 from conformance.records import RESULT
+from conformance.schema import clobbers, regular_file
 from reports import html, plots
 from reports.load import HEADLINE_PACKAGES, SEVERITY, Merged, Run, load
-from reports.summary import STATUSES, Change, cells, compare, cross_device_cells, features, summary, write_summary
+from reports.summary import (
+    STATUSES,
+    Change,
+    cells,
+    compare,
+    cross_device_cells,
+    features,
+    read_summary,
+    summary,
+    write_summary,
+)
 
 
 @dataclass
@@ -156,9 +166,14 @@ def render(
     """Render `output` (HTML) and its JSON summary from one or more results files."""
     started = time.perf_counter()
     paths = [Path(p) for p in results]
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(f"results file(s) not found: {', '.join(missing)}")
+    summary_path = summary_json or default_summary_path(output)
+    inputs: list[tuple[str, Path | None]] = [("a results file", p) for p in paths]
+    inputs += [("the --compare summary", compare_to), ("the --divergences registry", registry)]
+    clashes = clobbers([("the report", output), ("the summary", summary_path)], inputs)
+    if clashes:
+        raise ValueError("refusing to overwrite an input: " + "; ".join(clashes))
+    for path in paths:
+        regular_file(path, "results file")  # missing, a directory or a device: refused, naming it
     merged = load(paths)
     rows = features(merged.entries)
     table = cells(merged, rows)
@@ -166,7 +181,7 @@ def render(
     data = summary(merged, rows, table, cross)
     changes: list[Change] = []
     if compare_to is not None:
-        changes = compare(json.loads(Path(compare_to).read_text(encoding="utf-8")), data)
+        changes = compare(read_summary(Path(compare_to)), data)
 
     counts = Counter(e.verdict for e in merged.entries)
     families: dict[str, list[Any]] = {}
@@ -202,6 +217,5 @@ def render(
     page = html.render_page(context)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(page, encoding="utf-8")
-    summary_path = summary_json or default_summary_path(output)
     write_summary(data, summary_path)
     return Rendered(output, summary_path, merged.partial, changes, time.perf_counter() - started)

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from conformance import schema
 from conformance.case import DTYPES, LENGTHS
+from conformance.schema import SchemaError
 from conformance.verdict import Verdict
 from reports.load import FLAKY, Entry, Merged
 
@@ -197,6 +199,45 @@ def summary(
         # Pair key ("torch[cpu] vs torch[cuda]", "@ environment" when several) -> cell; `passed` = agreeing cases.
         CROSS_DEVICE: {key: cell.as_dict() for key, cell in sorted((cross or {}).items())},
     }
+
+
+class SummaryError(SchemaError):
+    """A `--compare` summary that isn't one this renderer wrote; names the file, the cell and the field."""
+
+
+def _cell(where: schema.Where, value: Any, field: str) -> dict[str, Any]:
+    cell = schema.table(where, value, field, "a cell (a table with n, passed, status, counts)")
+    schema.check_keys(where.at(field), cell, ("n", "passed", "counts", "worst_headroom", "status"), ("n", "passed"))
+    schema.integer(where, cell["n"], f"{field}.n", minimum=0)
+    schema.integer(where, cell["passed"], f"{field}.passed", minimum=0)
+    if "status" in cell:
+        schema.one_of(where, cell["status"], f"{field}.status", RANK)
+    counts = schema.table(where, cell.get("counts", {}), f"{field}.counts")
+    for verdict, count in counts.items():
+        schema.integer(where, count, f"{field}.counts.{verdict}", minimum=0)
+    if cell.get("worst_headroom") is not None:
+        schema.number(where, cell["worst_headroom"], f"{field}.worst_headroom")
+    return cell
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    """A JSON summary to `--compare` with, validated: every cell `compare` reads has the fields it reads."""
+    data = schema.read_json(path, "JSON summary", SummaryError)
+    where = schema.Where(str(path), error=SummaryError)
+    if not isinstance(data, dict):
+        raise where.expected("", "a JSON object (a report's .summary.json)", data)
+    if data.get("schema") != SUMMARY_SCHEMA:
+        raise where.fail(f"summary schema {data.get('schema')!r}; this renderer reads schema {SUMMARY_SCHEMA}")
+    features = schema.table(where, data.get("features", {}), "features")
+    for key, label in features.items():
+        if not isinstance(label, str):
+            raise where.expected(f"features.{key}", "a label (string)", label)
+    for column, row in schema.table(where, data.get("cells", {}), "cells").items():
+        for feature, cell in schema.table(where, row, f"cells[{column!r}]").items():
+            _cell(where, cell, f"cells[{column!r}][{feature!r}]")
+    for pair, cell in schema.table(where, data.get(CROSS_DEVICE, {}), CROSS_DEVICE).items():
+        _cell(where, cell, f"{CROSS_DEVICE}[{pair!r}]")
+    return data
 
 
 def write_summary(data: dict[str, Any], path: Path) -> None:

@@ -14,6 +14,7 @@ from example_gru_backend.adapter import NumpyGru
 
 from conformance.case import Case
 from conformance.data import GruOutput, Inputs, Weights
+from conformance.dtypes import quantize
 
 
 def _rows(weights: Weights, edit) -> Weights:  # type: ignore[no-untyped-def]
@@ -157,3 +158,57 @@ PLANTED = (SwappedRZ, DroppedBhn, ReverseIgnoresLengths, SwappedHnDirections, Ga
 def swapped_rz() -> Iterator[NumpyGru]:
     """A factory for `--backend-module planted_backends:swapped_rz`."""
     yield SwappedRZ()
+
+
+def _in(dtype: str, values: np.ndarray) -> np.ndarray:
+    """Rounded to the case dtype and held in float32, as a kernel storing 16 bits holds it."""
+    return quantize(values, dtype).astype(np.float32)
+
+
+def _dot_rounding_each_step(a: np.ndarray, w: np.ndarray, dtype: str) -> np.ndarray:
+    """a @ w.T with the running sum rounded to `dtype` after every multiply-add: a naive 16-bit kernel."""
+    total = np.zeros((a.shape[0], w.shape[0]), np.float32)
+    for k in range(a.shape[1]):
+        total = _in(dtype, total + a[:, k, None] * w[None, :, k])
+    return total
+
+
+@dataclass
+class Rounds16(NumpyGru):
+    """A correct 16-bit GRU that rounds every tensor it makes to the case dtype, accumulating in float32.
+
+    Written independently of conformance.emulate (its own formula: 1 / (1 + exp(-v)),
+    (1 - z) n + z h), so it checks the tolerance, not the emulation against itself.
+    """
+
+    family: str = "planted-rounds16"
+    dtype: str = "float32"
+
+    def dot(self, a: np.ndarray, w: np.ndarray) -> np.ndarray:
+        return _in(self.dtype, a @ w.T)  # float32 accumulation, one rounding of the result
+
+    def cell(self, x, h, w_ih, w_hh, b_ih, b_hh):  # type: ignore[no-untyped-def]
+        if self.dtype not in ("bfloat16", "float16"):
+            return super().cell(x, h, w_ih, w_hh, b_ih, b_hh)
+        d = self.dtype
+        gi, gh = _in(d, self.dot(x, w_ih) + b_ih), _in(d, self.dot(h, w_hh) + b_hh)
+        i_r, i_z, i_n = np.split(gi, 3, axis=1)
+        h_r, h_z, h_n = np.split(gh, 3, axis=1)
+        r = _in(d, 1 / _in(d, 1 + _in(d, np.exp(-_in(d, i_r + h_r)))))
+        z = _in(d, 1 / _in(d, 1 + _in(d, np.exp(-_in(d, i_z + h_z)))))
+        n = _in(d, np.tanh(_in(d, i_n + _in(d, r * h_n))))
+        return _in(d, _in(d, _in(d, 1 - z) * n) + _in(d, z * h))
+
+    def run(self, case: Case, weights: Weights, inputs: Inputs) -> GruOutput:
+        self.dtype = case.dtype
+        return super().run(case, weights, inputs)
+
+
+@dataclass
+class Accumulates16(Rounds16):
+    """Rounds16, but its dot products accumulate in the 16-bit dtype, rounding after every multiply-add."""
+
+    family: str = "planted-accumulate16"
+
+    def dot(self, a: np.ndarray, w: np.ndarray) -> np.ndarray:
+        return _dot_rounding_each_step(a, w, self.dtype)

@@ -21,7 +21,7 @@ from example_gru_backend.adapter import NumpyGru
 from conformance import selection
 from conformance.case import Case
 from conformance.contract import WorkerFailure
-from conformance.data import case_data
+from conformance.data import case_data, fresh
 from conformance.engine import check
 from conformance.matrix import cases
 from conformance.out_of_process import WorkerBackend, close_all, in_worker, process, wire
@@ -94,7 +94,8 @@ def test_a_frame_cut_short_is_refused_not_misread() -> None:
 
 
 def _as_seen(case: Case) -> dict[str, object]:
-    weights, inputs = case_data(case)
+    """What an in-process adapter observes: the pipeline hands each backend its own copies (`fresh`)."""
+    weights, inputs = fresh(*case_data(case))
     arrays = {**weights.tensors, "x": inputs.x, "h0": inputs.h0, "lengths": inputs.lengths}
     return {name: planted_workers.describe(a) for name, a in arrays.items()}
 
@@ -107,13 +108,13 @@ def test_the_worker_gets_exactly_the_arrays_an_in_process_adapter_gets(dtype: st
     assert eval(result.reason) == _as_seen(case)  # repr of plain tuples, strings and None
 
 
-def test_the_fidelity_check_sees_a_read_only_flag_lost_on_the_way(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Planted: the sending side forgets read-only flags; the worker's adapter then sees writeable arrays."""
+def test_the_fidelity_check_sees_a_read_only_flag_changed_on_the_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Planted: the sending side marks every array read-only; the worker's adapter then sees other arrays."""
     honest = wire.array_bytes
 
     def forgetful(array: np.ndarray) -> tuple[bytes, dict[str, object]]:
         blob, entry = honest(array)
-        return blob, {**entry, "writeable": True}
+        return blob, {**entry, "writeable": False}
 
     monkeypatch.setattr(wire, "array_bytes", forgetful)
     case = Case.from_id("I5H6-L2-bi-bf-bias-h0-B3T5-unsorted-float32-xsame-s0")

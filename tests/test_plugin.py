@@ -101,7 +101,7 @@ def test_bad_files_exit_4_naming_the_file(suite, tmp_path: Path) -> None:
 
 def test_results_are_appended_as_they_finish_and_a_torn_line_is_tolerated(tmp_path: Path) -> None:
     path = tmp_path / "results.jsonl"
-    good = {"kind": "result", "verdict": "pass"}
+    good = {"kind": "result", "case_id": "c", "backend": "b[cpu]", "verdict": "pass"}
     path.write_text(json.dumps(good) + "\n" + '{"kind": "result", "verd')  # a crash mid-write
     assert list(read_records(path)) == [good]
     path.write_text("garbage\n" + json.dumps(good) + "\n")

@@ -12,7 +12,7 @@ from typing import Any
 
 from conformance.case import Case
 from conformance.compare import Check
-from conformance.engine import rerun_command
+from conformance.records import rerun_command
 
 BASE_ENV: dict[str, Any] = {
     "kind": "environment",

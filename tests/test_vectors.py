@@ -105,14 +105,19 @@ def test_manifest_tolerances_follow_the_recorded_derivation(tier: str) -> None:
     policy = manifest.data["tolerance_policy"]
     for entry in manifest.cases.values():
         for precision, t in entry.tolerance.items():
-            recomputed = (
-                policy["lambda"]
-                * (
-                    policy["store_roundings"] * t["unit_roundoff"]
-                    + math.sqrt(t["dot_length"]) * t["accumulate_roundoff"]
+            assert t["method"] == policy["methods"][entry.case.dtype]
+            assert t["safety"] == policy["safety"][t["method"]]
+            if t["method"] == "emulated":  # the emulated error and its floor are recorded with the case
+                recomputed = t["safety"] * max(t["emulated_error"], t["output_rounding"])
+            else:
+                recomputed = (
+                    t["safety"]
+                    * (
+                        policy["store_roundings"] * t["unit_roundoff"]
+                        + math.sqrt(t["dot_length"]) * t["accumulate_roundoff"]
+                    )
+                    * t["gain"]
                 )
-                * t["gain"]
-            )
             assert recomputed == pytest.approx(t["atol"], rel=1e-12)
             assert t == derive(entry.case, precision).as_dict()
             params = policy["dtypes"][entry.case.dtype][precision]

@@ -7,6 +7,10 @@ PyTorch's (r, z, n) -- and the candidate is `tanh(x_h + r * (h @ U_h + b_rh))`, 
 linear_before_reset form. Every PyTorch parameter has exactly one place: no folding, and
 the way back is exact. `bias=False` maps to `use_bias=False`.
 
+Gradients come back through `keras_gradients_to_torch`, the adjoint of `torch_to_keras`.
+The conversion is a permutation (gate reorder, transposes, stacking the two biases), so its
+adjoint is its inverse: gradients go back exactly as weights do.
+
 `reset_after=False` is a different GRU (reset applied before the recurrent matmul); it is
 never produced here.
 
@@ -20,7 +24,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from backends.converters import Unrepresentable, cell_tensors, layout, put_cell, torch_order
+from backends.converters import Unrepresentable, cell_tensors, layout, put_cell, put_cell_gradients, torch_order
 
 FOLDS: list[str] = []
 
@@ -90,4 +94,22 @@ def keras_to_torch(
         for d in range(directions):
             cell = cell_from_keras(weights[d * per_cell : (d + 1) * per_cell])
             put_cell(out, layer, d, *cell, bias=bias, where="keras cell")
+    return torch_order(out)
+
+
+def keras_gradients_to_torch(
+    grads: Sequence[Sequence[np.ndarray]], bidirectional: bool, bias: bool = True
+) -> dict[str, np.ndarray]:
+    """Gradients w.r.t. `torch_to_keras`'s per-layer weight lists as gradients w.r.t. the state_dict: its adjoint."""
+    out: dict[str, np.ndarray] = {}
+    per_cell = 3 if bias else 2
+    directions = 2 if bidirectional else 1
+    for layer, weights in enumerate(grads):
+        if len(weights) != per_cell * directions:
+            raise Unrepresentable(
+                f"Keras layer {layer}: {len(weights)} gradients, expected {per_cell * directions} for bias={bias}"
+            )
+        for d in range(directions):
+            cell = cell_from_keras(weights[d * per_cell : (d + 1) * per_cell])
+            put_cell_gradients(out, layer, d, *cell, bias=bias)
     return torch_order(out)

@@ -30,10 +30,12 @@ from conformance.contract import (
 from conformance.data import GruOutput, Inputs, Weights
 from conformance.out_of_process.process import WorkerProcess, WorkerUnsupported, worker_for
 from conformance.out_of_process.wire import WEIGHTS
+from conformance.time_limit import DEFAULT_SECONDS
 
-# The per-case time limit on `run` (`--case-timeout`). Other requests (a worker's start, which
-# imports its library, and availability/supports/describe) get `process.START_TIMEOUT_S`.
-CASE_TIMEOUT_S = 300.0
+# The per-case time limit on `run` until the pipeline sets the run's own (`--case-timeout`, read from
+# `conformance.time_limit`). Other requests (a worker's start, which imports its library, and
+# availability/supports/describe) get `process.START_TIMEOUT_S`.
+CASE_TIMEOUT_S = DEFAULT_SECONDS
 
 
 @dataclass

@@ -9,6 +9,7 @@ holding the reason, so "unsupported" stays distinct from "failed" as in the suit
 from __future__ import annotations
 
 import shlex
+import stat
 import time
 import uuid
 from dataclasses import dataclass
@@ -49,12 +50,33 @@ def write_outputs(outputs: Path, case: Case, result: GruOutput) -> None:
         (folder / f"{name}.npy").write_bytes(npy_bytes(storage(array, case.dtype)))
 
 
+def largest_output(case: Case, name: str) -> int:
+    """The most bytes an honest output file can hold: a generous header plus every element in float64.
+
+    Checked before reading, so an output that is a symlink to /dev/zero, or a huge file, is refused
+    instead of read until memory runs out."""
+    units = case.hidden_size * case.num_directions
+    elements = case.seq_len * case.batch * units if name == "output" else case.num_layers * units * case.batch
+    return 65536 + 8 * elements
+
+
 def read_output(path: Path, case: Case) -> np.ndarray:
     """One output file, decoded; errors name the file and the case."""
     try:
-        blob = path.read_bytes()
+        info = path.stat()
     except FileNotFoundError:
         raise VectorsError(f"{path}: case {case.id}: output file is missing") from None
+    except OSError as error:
+        raise VectorsError(f"{path}: case {case.id}: can't read it: {error.strerror or error}") from None
+    limit = largest_output(case, path.stem)
+    if not stat.S_ISREG(info.st_mode):
+        raise VectorsError(f"{path}: case {case.id}: not a regular file")
+    if info.st_size > limit:
+        raise VectorsError(
+            f"{path}: case {case.id}: {info.st_size} bytes, more than this case's output can take ({limit})"
+        )
+    with path.open("rb") as handle:
+        blob = handle.read(limit + 1)
     try:
         array = read_npy(blob)
     except NpyError as error:
@@ -73,7 +95,8 @@ def attempt_outputs(outputs: Path, case: Case) -> Attempt:
     """The outside implementation's "run": its declared refusal, its stored outputs, or `error` if unreadable."""
     folder = outputs / case.id
     if (folder / UNSUPPORTED).is_file():
-        reason = (folder / UNSUPPORTED).read_text(encoding="utf-8", errors="replace").strip()
+        with (folder / UNSUPPORTED).open("rb") as handle:  # a reason is a line or two, never megabytes
+            reason = handle.read(4096).decode("utf-8", errors="replace").strip()
         return Attempt(Verdict.UNSUPPORTED, reason=reason or "declared unsupported")
     try:
         return Attempt(None, GruOutput(*(read_output(folder / f"{name}.npy", case) for name in OUTPUT_NAMES)))
