@@ -25,6 +25,7 @@ from conformance.data import case_data, fresh
 from conformance.engine import check
 from conformance.matrix import cases
 from conformance.out_of_process import WorkerBackend, close_all, in_worker, process, wire
+from conformance.time_limit import TimeLimit
 from conformance.verdict import Verdict
 
 SMOKE = cases("smoke", 0)
@@ -160,9 +161,10 @@ def test_library_chatter_on_stdout_does_not_reach_the_protocol() -> None:
 # --- death and hangs are results; the run goes on ------------------------------------------------
 
 
-def _three(backend: WorkerBackend) -> list[tuple[Verdict, str]]:
-    """A case before, the bidirectional case that misbehaves, and a case after it."""
-    return [(r.verdict, r.reason) for r in (check(backend, c) for c in (UNI[0], BI, UNI[1]))]
+def _three(backend: WorkerBackend, seconds: float = 60.0) -> list[tuple[Verdict, str]]:
+    """A case before, the bidirectional case that misbehaves, and a case after it, under the run's limit."""
+    limit = TimeLimit(seconds)  # what --case-timeout gives the pipeline, which hands it to the worker
+    return [(r.verdict, r.reason) for r in (check(backend, c, limit=limit) for c in (UNI[0], BI, UNI[1]))]
 
 
 def test_a_worker_that_aborts_gives_error_with_sigabrt_and_the_next_case_runs_on_a_new_worker() -> None:
@@ -176,8 +178,8 @@ def test_a_worker_that_aborts_gives_error_with_sigabrt_and_the_next_case_runs_on
 
 
 def test_a_worker_that_hangs_is_killed_at_the_time_limit_and_the_next_case_runs() -> None:
-    backend = proxy(planted_workers.hanging, timeout=2.0)
-    (before, _), (verdict, reason), (after, _) = _three(backend)
+    backend = proxy(planted_workers.hanging)  # its own 60 s: the run's 2 s must be the one that counts
+    (before, _), (verdict, reason), (after, _) = _three(backend, seconds=2.0)
     assert (before, verdict, after) == (Verdict.PASS, Verdict.ERROR, Verdict.PASS)
     assert "exceeded the time limit of 2 s (--case-timeout)" in reason and "SIGKILL" in reason
     assert "in misbehave" in reason  # faulthandler said where it hung before it was killed
@@ -215,7 +217,7 @@ def test_a_worker_that_dies_while_starting_is_error_with_its_signal_and_is_not_r
 def test_a_timeout_is_not_a_crash_and_a_crash_is_not_a_timeout() -> None:
     """The reason names what happened: a planted swap of the two messages would fail here."""
     crash = _three(proxy(planted_workers.aborting))[1][1]
-    hang = _three(proxy(planted_workers.hanging, timeout=2.0))[1][1]
+    hang = _three(proxy(planted_workers.hanging), seconds=2.0)[1][1]
     assert "time limit" not in crash and "SIGABRT" not in hang
 
 
