@@ -148,4 +148,5 @@ def test_the_shipped_entries_carry_their_sizes() -> None:
     assert sizes == {
         "onnx-reference-gru-ignores-sequence-lens": "variant = 'lengths-ignored'",
         "keras-jax-float64-tanh-in-float32": "error_level = 'float32'",
+        "keras-torch-float64-masked-matmul-in-float32": "error_level = 'float32'",
     }
