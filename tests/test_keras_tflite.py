@@ -95,6 +95,26 @@ def test_keras_on_tensorflow_runs_in_its_worker_and_keras_on_jax_stays_here() ->
 
 @pytest.mark.e2e
 @needs_tensorflow
+def test_the_new_stacks_are_unsupported_for_backward_with_the_reason() -> None:
+    """This round they don't differentiate (no `run_backward`, and the worker protocol carries no
+    cotangents): the gradient check must say unsupported and why, never pass, fail or crash."""
+    from backward_check import check_backward
+
+    from backends import tflite
+    from backends.keras_native import tensorflow_backends, torch_backends
+
+    case = Case.from_id(BI_SORTED)
+    try:
+        for local in [*tensorflow_backends(), *torch_backends(), *tflite.backends()]:
+            result = check_backward(in_worker(local), case)
+            assert result.verdict == Verdict.UNSUPPORTED, (local.name, result.verdict, result.reason)
+            assert "does not differentiate" in result.reason, (local.name, result.reason)
+    finally:
+        close_all()
+
+
+@pytest.mark.e2e
+@needs_tensorflow
 def test_the_new_stacks_earn_their_verdicts_with_their_reasons(suite, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     run = suite("--backends", "keras-tensorflow,keras-torch,tflite", *[a for c in EXPECTED for a in ("--case", c)])
     assert run.returncode in (0, 1), run.stdout[-3000:] + run.stderr[-3000:]
