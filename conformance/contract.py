@@ -11,7 +11,7 @@ registered under the `gru_conformance.backends` entry-point group (or given as
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -164,6 +164,43 @@ def configure(backend: Backend, precision: str) -> bool:
         backend.configure(precision)
         return True
     return False
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Where a backend is rebuilt in its worker process, and what that process needs.
+
+    `factory` is a `pkg.module:callable` that, called in the worker, yields this backend among
+    others (matched there by name, after the same `configure(precision)`); `group` names the
+    worker: one long-lived process per group, shared by the group's backends (a family's CPU
+    and CUDA columns); `env` is set in the worker's environment before anything is imported
+    (`KERAS_BACKEND`, which Keras reads once per process).
+    """
+
+    factory: str
+    group: str
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class OutOfProcess(Protocol):
+    """Optional: a backend whose library must not share the suite's process (Keras on another backend
+    than the one already imported, a library that can abort or hang the process).
+
+    Selection replaces it with a proxy (`conformance.out_of_process`) that runs every call in the
+    worker process `worker_spec()` describes, with the same case, weights and inputs (dtype and
+    read-only flags included), and returns the same `GruOutput`. If the worker dies (a signal, an
+    abort) or overruns the per-case time limit, the proxy raises `WorkerFailure`, the result is
+    `error` saying so, and the next call starts a new worker. The adapter object in the suite's
+    process is only asked for its name, family, device and `worker_spec()`.
+    """
+
+    def worker_spec(self) -> WorkerSpec: ...
+
+
+class WorkerFailure(Exception):
+    """Raised by an out-of-process backend's proxy: the worker died, overran the time limit, or its
+    adapter raised. The message is the whole reason (signal or limit, and where), quoted as is."""
 
 
 Factory = Callable[[], Iterable[Backend]]

@@ -27,7 +27,15 @@ import numpy as np
 
 from conformance.case import Case
 from conformance.compare import compare, verdict_of
-from conformance.contract import Availability, Backend, Differentiable, UnsupportedCase, backward_refusal, first_line
+from conformance.contract import (
+    Availability,
+    Backend,
+    Differentiable,
+    UnsupportedCase,
+    WorkerFailure,
+    backward_refusal,
+    first_line,
+)
 from conformance.data import Cotangents, GruOutput, Inputs, Weights, fresh
 from conformance.divergences import Divergence, Reproduces, matching
 from conformance.dtypes import FORMATS
@@ -99,7 +107,10 @@ class Attempts:
 
 
 def _crash(error: BaseException, where: str) -> str:
-    """The library's first line plus where it was raised, e.g. `ValueError: ... (at adapter.py:12, in run)`."""
+    """The library's first line plus where it was raised, e.g. `ValueError: ... (at adapter.py:12, in run)`.
+    An out-of-process backend's `WorkerFailure` already says all of that (or the signal, or the limit)."""
+    if isinstance(error, WorkerFailure):
+        return str(error)
     frames = traceback.extract_tb(error.__traceback__)
     at = f"at {frames[-1].filename}:{frames[-1].lineno}, " if frames else ""
     return f"{first_line(error)} ({at}in {where})"
@@ -205,8 +216,14 @@ def as_gradients(value: Any) -> tuple[dict[str, np.ndarray] | None, str]:
 def _limited(backend: Backend, case: Case, limit: TimeLimit, what: str, call: Callable[[], Any]) -> tuple[Any, Attempt]:
     """`call()`, the backend's `what` (run, run_backward), held to the per-case time limit: its value and an
     `Attempt` holding its time, or None and the `Attempt` that replaces it (a refusal, a crash, the limit)."""
+    from conformance.out_of_process import WorkerBackend  # here: its frames import vectors, which import this module
+
     started = time.perf_counter()
-    outcome = limit.call(backend.name, case.id if what == "run" else f"{case.id} ({what})", call)
+    if isinstance(backend, WorkerBackend):  # a worker process can be killed: it holds itself to the limit
+        backend.case_timeout_s = limit.seconds
+        outcome = capture(call)
+    else:
+        outcome = limit.call(backend.name, case.id if what == "run" else f"{case.id} ({what})", call)
     timing = {"backend_s": time.perf_counter() - started}
     if outcome.hung_on is not None:
         return None, Attempt(
@@ -232,7 +249,9 @@ def attempt(backend: Backend, case: Case, weights: Weights, inputs: Inputs, limi
     """Availability, supports, run: never raises for anything the backend does (a crash is a result).
 
     The backend gets its own copies of the data (`fresh`), so nothing it does to them reaches the
-    expected values or the next backend, and its `run` is held to the per-case time limit.
+    expected values or the next backend, and its `run` is held to the per-case time limit: in a
+    thread for an in-process backend, by its worker process (killed and restarted past the limit)
+    for an out-of-process one.
     """
     refused = refusal(backend, case)
     if refused is not None:

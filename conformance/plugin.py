@@ -288,7 +288,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="SECONDS",
         help=f"time limit on each backend run() (default: {time_limit.DEFAULT_SECONDS:g}; 0: none). An in-process "
         "call that overruns can't be stopped: its result is error, it goes on in a background thread, and that "
-        "backend's later cases are error without being called",
+        "backend's later cases are error without being called; an out-of-process backend's worker is killed "
+        "instead, and a new one runs its next case",
     )
     group.addoption(
         "--shard",

@@ -13,6 +13,7 @@ from importlib import metadata
 
 from conformance.contract import PRECISIONS, Backend, configure
 from conformance.names import matches
+from conformance.out_of_process import in_worker
 
 ENTRY_POINT_GROUP = "gru_conformance.backends"
 DEVICES = ("cpu", "cuda", "all")
@@ -104,7 +105,7 @@ def _instantiate(
         problem = name_problem(name, device)
         if problem:
             raise SelectionError(f"{where} produced a backend named {name!r}: {problem}")
-    return backends
+    return [in_worker(backend) for backend in backends]  # what declares OutOfProcess runs in a worker
 
 
 def _refuse_duplicates(made: list[tuple[Backend, str]]) -> None:
