@@ -10,12 +10,12 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 from conformance.case import Case
-from conformance.contract import Backend
+from conformance.contract import Backend, Refusal
 from conformance.data import GruOutput, Inputs, Weights, case_data
 from conformance.diagnosis import diagnose_failure
 from conformance.divergences import Divergence
 from conformance.oracle import gru_reference
-from conformance.pipeline import Reference, attempt, judge, relabel
+from conformance.pipeline import Reference, attempt, confirm, judge, relabel
 from conformance.records import Result, rerun_command
 from conformance.tolerance import derive
 from conformance.verdict import Verdict
@@ -38,9 +38,11 @@ def check(
     registry: list[Divergence] | None = None,
     precision: str = "strict",
     rerun_args: Sequence[str] = (),
+    probe: Refusal | None = None,
 ) -> Result:
     """`rerun_args` are the run's options a rerun needs besides backend, case and reference
-    (`--backend-module`, a non-default `--divergences`)."""
+    (`--backend-module`, a non-default `--divergences`). `probe`: this case is the run's representative
+    of a refusal the backend declares statically; it is attempted anyway (`conformance.plan`)."""
     result = Result(
         case=case,
         backend=backend.name,
@@ -54,7 +56,7 @@ def check(
     started = time.perf_counter()
     weights, inputs, expected = reference.load(case)
     reference_s = time.perf_counter() - started
-    tried = attempt(backend, case, weights, inputs)
+    tried = attempt(backend, case, weights, inputs, probe)
     result.timing = {"reference_s": reference_s, **tried.timing}
     if tried.output is None:
         result.verdict, result.reason = tried.verdict or Verdict.ERROR, tried.reason
@@ -65,6 +67,9 @@ def check(
         result.tolerance = tolerance.as_dict()
         result.verdict, result.checks, result.reason = judged.verdict, judged.checks, judged.reason
         result.timing["compare_s"] = time.perf_counter() - started
+    if probe is not None:
+        result.probe = probe.key
+        confirm(result, probe)
     relabel(result, registry or [])
     if result.verdict == Verdict.FAIL and tried.output is not None and _numbers_differ(result):
         started = time.perf_counter()

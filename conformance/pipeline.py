@@ -2,6 +2,7 @@
 
     attempt  availability, supports, run      -> ran / refused (skipped, unsupported) / crashed (error)
     judge    compare with expected values     -> pass / fail / convention, with the checks behind it
+    confirm  a probe of a declared refusal    -> unsupported quoting the library / unexpected_support
     relabel  the known-divergence registry    -> known_divergence / unexpected_pass
 
 This is where "unsupported is not failed and failed is not hidden" is decided: the
@@ -22,7 +23,7 @@ import numpy as np
 
 from conformance.case import Case
 from conformance.compare import compare, verdict_of
-from conformance.contract import Backend, UnsupportedCase, first_line
+from conformance.contract import Backend, Refusal, UnsupportedCase, first_line
 from conformance.data import GruOutput, Inputs, Weights
 from conformance.divergences import Divergence, match
 from conformance.records import Check, Result
@@ -64,20 +65,23 @@ def _crash(error: BaseException, where: str) -> str:
     return f"{first_line(error)} ({at}in {where})"
 
 
-def refusal(backend: Backend, case: Case) -> Attempt | None:
-    """`skipped` when the backend isn't available here, `unsupported` when it says it can't express the case."""
+def refusal(backend: Backend, case: Case, probe: Refusal | None = None) -> Attempt | None:
+    """`skipped` when the backend isn't available here, `unsupported` when it says it can't express the case
+    (unless this case is a `probe`: the representative of a declared refusal, attempted anyway)."""
     availability = backend.availability()
     if not availability.available:
         return Attempt(Verdict.SKIPPED, reason=availability.describe())
+    if probe is not None:
+        return None
     reason = backend.supports(case)
     if reason:
         return Attempt(Verdict.UNSUPPORTED, reason=reason)
     return None
 
 
-def attempt(backend: Backend, case: Case, weights: Weights, inputs: Inputs) -> Attempt:
+def attempt(backend: Backend, case: Case, weights: Weights, inputs: Inputs, probe: Refusal | None = None) -> Attempt:
     """Availability, supports, run: never raises for anything the backend does (a crash is a result)."""
-    refused = refusal(backend, case)
+    refused = refusal(backend, case, probe)
     if refused is not None:
         return refused
     started = time.perf_counter()
@@ -103,6 +107,25 @@ def judge(
     """Compare one output with the expected one; the reason lists every failing check's message."""
     checks = compare(case, expected, actual, tolerance, lengths)
     return Judgement(verdict_of(checks), checks, "\n".join(c.message for c in checks if not c.passed))
+
+
+def confirm(result: Result, probe: Refusal) -> None:
+    """Judge a probe: the declaration holds when the library refuses (the reason quotes it, first line);
+    a probe that ran and agrees is `unexpected_support`, failing like `unexpected_pass`; one that ran
+    and disagrees keeps its failure, its reason saying the declaration is stale too."""
+    declared = f"declared unsupported ({probe.key}): {probe.reason}"
+    if result.verdict == Verdict.UNSUPPORTED:
+        result.reason = f"{result.reason}\n(this run's probe of the declared refusal {probe.key}: confirmed)"
+    elif result.verdict in (Verdict.PASS, Verdict.CONVENTION):
+        agrees = "agrees with the reference" if result.verdict == Verdict.PASS else "agrees at valid positions"
+        result.verdict = Verdict.UNEXPECTED_SUPPORT
+        result.reason = (
+            f"{declared}; but the library ran this probe of it and the output {agrees}: "
+            "remove or narrow the declaration (the adapter's `refusals`)"
+            + (f"\n{result.reason}" if result.reason else "")
+        )
+    elif result.verdict != Verdict.SKIPPED:
+        result.reason = f"{declared}; but attempting this probe of it gave:\n{result.reason}"
 
 
 def relabel(result: Result, registry: list[Divergence]) -> None:

@@ -4,11 +4,13 @@ This is the records layer: what a check leaves behind, with no numerical imports
 (no numpy, no oracle), so `reports/` can read and render results without loading
 the machinery that produced them.
 
-One file holds records of five kinds, each a JSON object with a "kind" key:
+One file holds records of six kinds, each a JSON object with a "kind" key:
   environment   once per run (and per xdist worker): machine, versions, options
   backend       once per backend per process: its notes (versions, precision, export facts)
   result        one per (case, backend), written the moment it finishes
   cross_device  one per (case, device pair): the same backend on CPU and GPU compared directly
+  coverage      once per backend, when the run finishes: its plan, its own space of value
+                pairs, what it checked, and whether that let the run pass (`conformance.accounting`)
   end           once, when the run finishes; a file without it is partial
 Readers ignore kinds they don't know and a truncated last line, so a crash loses
 nothing already written.
@@ -34,8 +36,9 @@ ENVIRONMENT = "environment"
 BACKEND = "backend"
 RESULT = "result"
 CROSS_DEVICE = "cross_device"
+COVERAGE = "coverage"
 END = "end"
-KINDS = (ENVIRONMENT, BACKEND, RESULT, CROSS_DEVICE, END)
+KINDS = (ENVIRONMENT, BACKEND, RESULT, CROSS_DEVICE, COVERAGE, END)
 
 # What a failing check means: "shape" and "dtype" (the backend returned the wrong
 # kind of thing), "arithmetic" (numbers differ beyond tolerance), "convention"
@@ -104,6 +107,7 @@ class Result:
     precision: str = "strict"
     reference: str = "oracle"  # or the vectors directory the expected values came from
     diagnosis: dict[str, Any] | None = None  # the likely mistake behind a failure (conformance.diagnosis)
+    probe: str | None = None  # the declared refusal this case was attempted to confirm (`conformance.plan`)
 
     @property
     def worst_headroom(self) -> float | None:
@@ -132,6 +136,7 @@ class Result:
             "precision": self.precision,
             "reference": self.reference,
             "diagnosis": self.diagnosis,
+            "probe": self.probe,
         }
 
     @classmethod
@@ -151,6 +156,7 @@ class Result:
             precision=record.get("precision", "strict"),
             reference=record.get("reference", "oracle"),
             diagnosis=record.get("diagnosis"),
+            probe=record.get("probe"),
         )
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from backends.onnx.model_source import INSTALL_HINT, ModelSource
 from backends.onnx.runtime import Runner, Runtime
 from conformance.case import Case
-from conformance.contract import Availability, BaseBackend, first_line
+from conformance.contract import Availability, BaseBackend, Refusal, first_line, refusal_reason
 from conformance.data import GruOutput, Inputs, Weights
 
 
@@ -48,6 +48,13 @@ class OnnxColumn(BaseBackend):
         if not source.available:
             return source
         return self.runtime.availability(self.device)
+
+    def refusals(self, case: Case) -> tuple[Refusal, ...]:
+        """The source's declared refusals, then the runtime's for the model the source would make."""
+        return (*self.source.refusals(case), *self.runtime.refusals(case, self.device, self.source.gru_layout(case)))
+
+    def supports(self, case: Case) -> str | None:
+        return refusal_reason(self.refusals(case))
 
     def describe(self) -> dict[str, Any]:
         import onnx
