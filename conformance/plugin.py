@@ -14,16 +14,19 @@ import importlib.util
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conformance import cross_device, divergences, matrix, selection, sharding
+from conformance import accounting, cross_device, divergences, matrix, selection, sharding
+from conformance import plan as planning
 from conformance.backend_summary import BackendSummary, summarize
 from conformance.case import Case, CaseError
 from conformance.contract import Backend, Preparing
+from conformance.coverage import Space
 from conformance.engine import ORACLE, check
 from conformance.environment import environment
 from conformance.pipeline import Reference
@@ -59,18 +62,27 @@ class ConformanceRun:
     results_path: Path
     precision: str
     worker: str
+    tests: planning.Plan  # the (case, backend) tests: shared, each backend's extras, probes
+    shape: accounting.RunShape  # what decides whether a backend's shortfall fails the run
     described: set[str] = field(default_factory=set)
     verdicts: Counter[str] = field(default_factory=Counter)
+    accounts: list[accounting.Account] = field(default_factory=list)  # per backend, at the end (controller)
+    plan_shown: bool = False
     reference: Reference = ORACLE  # or stored vectors (--vectors)
     rerun_args: tuple[str, ...] = ()  # options a rerun command needs besides backend, case and reference
+    space: Callable[[], Space] | None = None  # the matrix's space, built on demand (`conformance.plan.space`)
 
     def prepare(self, items: list[pytest.Item]) -> None:
-        """Let backends that build models up front (ONNX exports) build all they will need at once, in parallel."""
+        """Let backends that build models up front (ONNX exports) build all they will need at once, in parallel.
+
+        Cases a backend refuses statically are left out (nothing to build), except the probes."""
         wanted: dict[str, list[Case]] = {}
         for item in items:
             params = getattr(item, "callspec", None)
             if params is not None and {"case", "backend"} <= set(params.params):
-                wanted.setdefault(params.params["backend"].name, []).append(params.params["case"])
+                backend, case = params.params["backend"], params.params["case"]
+                if backend.supports(case) is None or self.tests.probe(backend.name, case.id) is not None:
+                    wanted.setdefault(backend.name, []).append(case)
         for backend in self.backends:
             if isinstance(backend, Preparing) and wanted.get(backend.name) and backend.availability().available:
                 backend.prepare(wanted[backend.name])
@@ -96,7 +108,8 @@ class ConformanceRun:
                     "notes": notes,
                 }
             )
-        result = check(backend, case, self.reference, self.registry, self.precision, self.rerun_args)
+        probe = self.tests.probe(backend.name, case.id)
+        result = check(backend, case, self.reference, self.registry, self.precision, self.rerun_args, probe)
         self.writer.write(result.as_record())
         self.verdicts[result.verdict.value] += 1
         return result
@@ -188,15 +201,21 @@ def _build_run(config: pytest.Config) -> ConformanceRun:
     if opt.tier not in matrix.TIERS:
         raise pytest.UsageError(f"--tier: unknown tier {opt.tier!r}; valid tiers: {', '.join(matrix.TIERS)}")
     reference: Reference = ORACLE
+    matrix_path = Path(opt.matrix) if opt.matrix else matrix.DEFAULT_MATRIX
     try:
         if opt.vectors:
             cases, reference = _vectors_cases(opt.vectors, opt.case)
         elif opt.case:
             cases = [Case.from_id(case_id) for case_id in opt.case]
         else:
-            cases = matrix.cases(opt.tier, opt.seed, Path(opt.matrix) if opt.matrix else matrix.DEFAULT_MATRIX)
-        cases = sharding.select(cases, sharding.parse(opt.shard) if opt.shard else None)
+            cases = matrix.cases(opt.tier, opt.seed, matrix_path)
+        shard = sharding.parse(opt.shard) if opt.shard else None
         backends = selection.select(_split(opt.backends), opt.device, opt.backend_module, opt.precision)
+        tier = "vectors" if opt.vectors else "case" if opt.case else opt.tier
+        strength = planning.STRENGTH.get(tier)
+        space = planning.space(matrix.load(matrix_path), opt.seed, strength) if strength else None
+        plan = planning.build(cases, backends, space).shard(shard)
+        cases = plan.cases
         registry = divergences.load(Path(opt.divergences) if opt.divergences else divergences.DEFAULT_REGISTRY)
     except (
         CaseError,
@@ -228,8 +247,10 @@ def _build_run(config: pytest.Config) -> ConformanceRun:
         writer.write(
             environment(
                 {
-                    "tier": "vectors" if opt.vectors else "case" if opt.case else opt.tier,
+                    "tier": tier,
                     "cases": len(cases),
+                    "tests": len(plan.items),
+                    "plan": {name: b.as_dict() for name, b in plan.backends.items()},
                     "seed": opt.seed,
                     "device": opt.device,
                     "precision": opt.precision,
@@ -241,6 +262,7 @@ def _build_run(config: pytest.Config) -> ConformanceRun:
             )
             | {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         )
+    named = frozenset(b.name for b in backends if any(t in (b.name, b.family) for t in _split(opt.backends) or []))
     return ConformanceRun(
         cases,
         backends,
@@ -249,8 +271,11 @@ def _build_run(config: pytest.Config) -> ConformanceRun:
         results_path,
         opt.precision,
         worker,
+        plan,
+        accounting.RunShape(tier, strength is not None, opt.shard, strength or 2, plan.dimensions, named),
         reference=reference,
         rerun_args=_rerun_args(opt),
+        space=lambda: planning.space(matrix.load(matrix_path), opt.seed),
     )
 
 
@@ -300,10 +325,27 @@ def _vectors_cases(root: str, case_ids: list[str] | None) -> tuple[list[Case], R
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Outside xdist, build models up front; under xdist each worker builds lazily (no duplicate exports)."""
+    """Print the plan; outside xdist, build models up front (under xdist each worker builds lazily, no duplicate
+    exports)."""
     run = session.config.stash.get(RUN_KEY, None)
-    if run is not None and run.worker == "main" and session.items:
+    if run is None or run.worker != "main":
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and reporter.verbosity >= 0 and not run.plan_shown:  # activated by collection
+        run.plan_shown = True
+        for line in plan_lines(run.tests, run.shape.tier):
+            reporter.write_line(line)
+    if session.items:
         run.prepare(session.items)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """The plan (the tier's size per backend) under pytest's header, when the command line started the run."""
+    run = config.stash.get(RUN_KEY, None)
+    if run is None or run.worker != "main":
+        return []
+    run.plan_shown = True
+    return plan_lines(run.tests, run.shape.tier)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -369,8 +411,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return  # another suite's `case` and `backend` are its own business
     if {"case", "backend"} <= set(metafunc.fixturenames):
         run = activate(metafunc.config)
-        pairs = [(case, backend) for case in run.cases for backend in run.backends]
-        metafunc.parametrize(("case", "backend"), pairs, ids=[f"{b.name}-{c.id}" for c, b in pairs])
+        items = run.tests.items
+        metafunc.parametrize(("case", "backend"), [(p.case, p.backend) for p in items], ids=[p.id for p in items])
     if {"case", "device_pair"} <= set(metafunc.fixturenames):
         run = activate(metafunc.config)
         device_pairs = cross_device.pairs(run.backends)
@@ -398,9 +440,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         for p in run.results_path.parent.glob(f"{run.results_path.stem}.gw*{run.results_path.suffix}")
     }
     merge_worker_files(run.results_path, workers)
-    counts = Counter(r["verdict"] for r in read_records(run.results_path) if r["kind"] == RESULT)
+    results = [r for r in read_records(run.results_path) if r["kind"] == RESULT]
+    counts = Counter(r["verdict"] for r in results)
     run.verdicts = counts
+    run.accounts = planning.account(run.tests, run.backends, results, run.shape, run.space)
+    if any(a.fails for a in run.accounts) and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = exitstatus = pytest.ExitCode.TESTS_FAILED  # a green run must have checked something
     end = ResultsWriter(run.results_path, run.writer.run_id)
+    for found in run.accounts:
+        end.write(found.as_record(run.shape))
     end.write(
         {
             "kind": END,
@@ -432,24 +480,51 @@ COLUMNS = (
     Verdict.FAIL,
     Verdict.ERROR,
     Verdict.UNEXPECTED_PASS,
+    Verdict.UNEXPECTED_SUPPORT,
     Verdict.CONVENTION,
     Verdict.KNOWN_DIVERGENCE,
     Verdict.UNSUPPORTED,
     Verdict.SKIPPED,
 )
-HEADINGS = ("pass", "fail", "error", "unexp", "conv", "known", "unsup", "skip")
+HEADINGS = ("pass", "fail", "error", "unexp", "xsupp", "conv", "known", "unsup", "skip")
 
 
-def summary_table(summaries: list[BackendSummary]) -> list[str]:
-    """One row of verdict counts per backend; under a backend that fails or checked nothing, why."""
+def summary_table(summaries: list[BackendSummary], accounts: list[accounting.Account] | None = None) -> list[str]:
+    """One row per backend: tests, checked, its own pair coverage, verdict counts; under a backend that fails,
+    checked nothing or covers less than its space, why."""
     if not summaries:
         return []
+    found = {a.backend: a for a in accounts or []}
     width = max(len(s.backend) for s in summaries)
-    lines = [f"{'backend':<{width}}  " + " ".join(f"{h:>5}" for h in HEADINGS)]
+    pairs = {s.backend: found[s.backend].coverage for s in summaries if s.backend in found}
+    pair_width = max([5, *(len(c.fraction()) for c in pairs.values() if c is not None)])
+    head = f"{'backend':<{width}}  {'tests':>5} {'checked':>7} {'pairs':>{pair_width}}  "
+    lines = [head + " ".join(f"{h:>5}" for h in HEADINGS)]
     for s in summaries:
-        lines.append(f"{s.backend:<{width}}  " + " ".join(f"{s.counts[v.value] or '.':>5}" for v in COLUMNS))
+        account = found.get(s.backend)
+        checked = account.checked if account else s.ran
+        coverage = pairs.get(s.backend)
+        fraction = coverage.fraction() if coverage is not None else "-"
+        row = f"{s.backend:<{width}}  {s.total:>5} {checked:>7} {fraction:>{pair_width}}  "
+        lines.append(
+            row
+            + " ".join(f"{s.counts[v.value] or '.':>{max(5, len(h))}}" for v, h in zip(COLUMNS, HEADINGS, strict=True))
+        )
         if s.failing or s.ran == 0:
             lines.append(f"  {s.line()}")
+        if account is not None and account.message:
+            lines.append(f"  {'FAILS THE RUN: ' if account.fails else ''}{account.message}")
+    return lines
+
+
+def plan_lines(plan: planning.Plan, tier: str) -> list[str]:
+    """The tier's size per backend, before the run: shared cases, extras for its own coverage, probes."""
+    if not plan.backends:
+        return []
+    width = max(len(name) for name in plan.backends)
+    own = "; each backend adds the cases that cover its own space" if plan.covering else ""
+    lines = [f"GRU conformance plan ({tier}): {len(plan.cases)} shared case(s), {len(plan.items)} tests{own}"]
+    lines += [f"  {name:<{width}}  {b.tests:>4} tests: {b.line()}" for name, b in plan.backends.items()]
     return lines
 
 
@@ -458,10 +533,18 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if run is None or run.worker != "main":
         return
     terminalreporter.section("GRU conformance")
-    for line in summary_table(summarize(read_records(run.results_path)) if run.results_path.exists() else []):
+    summaries = summarize(read_records(run.results_path)) if run.results_path.exists() else []
+    for line in summary_table(summaries, run.accounts):
         terminalreporter.write_line(line)
     counts = ", ".join(f"{n} {v}" for v, n in sorted(run.verdicts.items())) or "no results"
     terminalreporter.write_line(f"verdicts: {counts}")
+    failing = [a for a in run.accounts if a.fails]
+    if failing:
+        terminalreporter.write_line(
+            f"the run fails: {len(failing)} backend(s) checked nothing ({', '.join(a.backend for a in failing)})",
+            red=True,
+            bold=True,
+        )
     terminalreporter.write_line(f"results: {run.results_path}")
     if REPORT_KEY in config.stash:
         terminalreporter.write_line(f"report: {config.stash[REPORT_KEY]}")
