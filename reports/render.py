@@ -20,7 +20,18 @@ from conformance.backend_summary import summarize
 from conformance.records import RESULT
 from reports import html, plots
 from reports.load import HEADLINE_PACKAGES, SEVERITY, Merged, Run, load
-from reports.summary import STATUSES, Change, cells, compare, cross_device_cells, features, summary, write_summary
+from reports.summary import (
+    STATUSES,
+    Change,
+    ColumnCoverage,
+    cells,
+    column_coverage,
+    compare,
+    cross_device_cells,
+    features,
+    summary,
+    write_summary,
+)
 
 
 @dataclass
@@ -118,9 +129,12 @@ def _divergence_rows(merged: Merged, registry_path: Path | None) -> list[dict[st
     return rows
 
 
-def backend_lines(merged: Merged) -> list[dict[str, str]]:
-    """Per column, one line that says what agrees, what doesn't and why (`conformance.backend_summary`),
-    computed from each case's most severe occurrence."""
+def backend_lines(merged: Merged, covered: dict[str, ColumnCoverage] | None = None) -> list[dict[str, str]]:
+    """Per column, one line that says what it checked and how much of its own space that covers, what agrees,
+    what doesn't and why (`conformance.backend_summary`), computed from each case's most severe occurrence;
+    then what the run said about it (`conformance.accounting`), e.g. that it checked nothing."""
+    covered = covered if covered is not None else column_coverage(merged)
+    columns = {c.key: c for c in merged.columns}
     labels = {c.key: c.backend + (f" ({c.env_label})" if c.env_label else "") for c in merged.columns}
     records = [
         {**entry.worst, "kind": RESULT, "backend": entry.column, "case": entry.case, "verdict": _single(entry)}
@@ -128,14 +142,16 @@ def backend_lines(merged: Merged) -> list[dict[str, str]]:
     ]
     lines = []
     for found in summarize(records):
-        status = "fail" if found.failing else "nothing" if found.ran == 0 else "pass"
+        column = columns.get(found.backend)
+        mine = covered.get(found.backend)
+        partial = mine is not None and mine.coverage is not None and not mine.coverage.complete
+        failing = found.failing or (column is not None and column.fails)
+        status = "fail" if failing else "nothing" if found.ran == 0 else "partial" if partial else "pass"
+        text = (f"{mine.describe()}. " if mine is not None else "") + found.line()
+        if column is not None and column.messages:
+            text += ". " + " ".join(("Fails the run: " if column.fails else "") + m for m in column.messages)
         lines.append(
-            {
-                "column": found.backend,
-                "label": labels.get(found.backend, found.backend),
-                "text": found.line(),
-                "status": status,
-            }
+            {"column": found.backend, "label": labels.get(found.backend, found.backend), "text": text, "status": status}
         )
     return lines
 
@@ -163,7 +179,8 @@ def render(
     rows = features(merged.entries)
     table = cells(merged, rows)
     cross = cross_device_cells(merged)
-    data = summary(merged, rows, table, cross)
+    covered = column_coverage(merged)
+    data = summary(merged, rows, table, cross, covered)
     changes: list[Change] = []
     if compare_to is not None:
         changes = compare(json.loads(Path(compare_to).read_text(encoding="utf-8")), data)
@@ -184,7 +201,8 @@ def render(
         "seeds": sorted({str(r["seed"]) for r in runs}),
         "dates": sorted({str(r["started"])[:10] for r in runs}),
         "counts": [(v, counts[v]) for v in SEVERITY if counts[v]],
-        "backend_lines": backend_lines(merged),
+        "backend_lines": backend_lines(merged, covered),
+        "coverage": covered,
         "total": sum(counts.values()),
         "statuses": STATUSES,
         "families": families,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from conformance.case import DTYPES, LENGTHS
+from conformance.pairs import CHECKED, Coverage, coverage, unit
 from conformance.verdict import Verdict
 from reports.load import FLAKY, Entry, Merged
 
@@ -154,6 +155,43 @@ def cells(merged: Merged, rows: list[Feature]) -> dict[str, dict[str, Cell]]:
     return table
 
 
+@dataclass
+class ColumnCoverage:
+    """What a column checked and how much of its own space of value pairs that covers (over every run merged)."""
+
+    tests: int
+    checked: int
+    coverage: Coverage | None  # None when no run recorded the column's space (smoke, --case)
+
+    def short(self) -> str:
+        """The column heading's line: `16 checked · 352/352 pairs`."""
+        if self.coverage is None:
+            return f"{self.checked} checked"
+        return f"{self.checked} checked · {self.coverage.fraction()} {unit(self.coverage.strength).split()[-1]}"
+
+    def describe(self) -> str:
+        text = f"checked {self.checked} of {self.tests} cases"
+        return text + (f"; {self.coverage.describe()}" if self.coverage is not None else "")
+
+    def as_dict(self) -> dict[str, Any]:
+        pairs = None if self.coverage is None else [len(self.coverage.covered), len(self.coverage.space)]
+        return {"tests": self.tests, "checked": self.checked, "pairs": pairs}
+
+
+def column_coverage(merged: Merged) -> dict[str, ColumnCoverage]:
+    """Column key -> its coverage; a case counts as checked when any run compared its output."""
+    checked_names = {v.value for v in CHECKED}
+    found: dict[str, ColumnCoverage] = {}
+    for column in merged.columns:
+        mine = [e for e in merged.entries if e.column == column.key]
+        checked = [e for e in mine if any(r["verdict"] in checked_names for r in e.seen)]
+        covers = None
+        if column.space is not None:
+            covers = coverage(column.space, column.dimensions, [e.case for e in checked], column.strength)
+        found[column.key] = ColumnCoverage(len(mine), len(checked), covers)
+    return found
+
+
 CROSS_DEVICE = "cross_device"  # the summary's key, and the feature a `--compare` line names
 CROSS_DEVICE_LABEL = "cross-device (CPU vs GPU)"
 
@@ -175,9 +213,12 @@ def summary(
     rows: list[Feature],
     table: dict[str, dict[str, Cell]],
     cross: dict[str, Cell] | None = None,
+    covered: dict[str, ColumnCoverage] | None = None,
 ) -> dict[str, Any]:
     """The machine-readable twin of the matrix: same input, byte-identical output."""
     return {
+        # Column -> tests, checked, and [covered, total] value pairs of its own space (null when not recorded).
+        "coverage": {key: c.as_dict() for key, c in sorted((covered or {}).items())},
         "schema": SUMMARY_SCHEMA,
         "partial": merged.partial,
         "runs": sorted(
