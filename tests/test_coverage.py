@@ -1,0 +1,367 @@
+"""Each backend's own coverage: its space of value pairs, the cases added to cover it, probes, no silent zero.
+
+The pairwise tier promises every value pair; a backend only checks the cases it supports. These tests
+hold the promise per backend (built-in ones, and planted narrow ones) and check that the checks can fail:
+the shared tier alone leaves those spaces uncovered.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from planted_backends import (
+    FLOAT64,
+    PACKED,
+    DeclaresRefusals,
+    NarrowGru,
+    StaleDeclaration,
+)
+
+from conformance import matrix, selection, sharding
+from conformance import plan as planning
+from conformance.accounting import RunShape, account
+from conformance.case import Case
+from conformance.contract import Backend, StaticCapabilities
+from conformance.coverage import Space
+from conformance.data import GruOutput, Inputs, Weights
+from conformance.engine import check
+from conformance.pairs import case_pairs, coverage
+from conformance.records import read_records
+from conformance.verdict import Verdict
+
+SEED = 0
+
+
+@cache
+def space() -> Space:
+    return planning.space(matrix.load(), SEED)
+
+
+@cache
+def pairwise() -> tuple[Case, ...]:
+    return tuple(matrix.cases("pairwise", SEED))
+
+
+@cache
+def builtin() -> tuple[Backend, ...]:
+    """Every backend the installed entry points give (the built-in families; cheap: `supports` needs no library)."""
+    return tuple(selection.select(None, device="cpu"))
+
+
+@cache
+def full_plan() -> planning.Plan:
+    """The pairwise plan of a planted narrow backend beside every built-in one."""
+    return planning.build(list(pairwise()), [NarrowGru(), *builtin()], space())
+
+
+def own_space(backend: Backend) -> set[str]:
+    return set(space().keys(space().pairs(space().supported(backend.supports))))
+
+
+def planned_coverage(plan: planning.Plan, backend: Backend) -> tuple[set[str], set[str]]:
+    """(its space, the pairs its planned cases that `supports` admits cover), the latter counted case by case."""
+    mine = [p.case for p in plan.items if p.backend.name == backend.name and backend.supports(p.case) is None]
+    return own_space(backend), coverage(own_space(backend), space().dimensions, [c.as_dict() for c in mine]).covered
+
+
+# -- the space itself -------------------------------------------------------------------------------------
+
+
+def test_the_space_is_the_full_tier() -> None:
+    """Its fast case construction (no `__post_init__`) gives exactly the cases the full tier builds."""
+    assert space().cases == matrix.cases("full", SEED)
+
+
+def test_the_pairs_of_a_space_are_those_of_its_cases_one_by_one() -> None:
+    """The integer encoding against the plain per-case pairs, for a narrow space and for pairs and triples."""
+    dims = {
+        "input_size": [2, 5],
+        "hidden_size": [1, 6, 16],
+        "num_layers": [1, 2],
+        "batch": [1, 3],
+        "seq_len": [1, 5],
+        "lengths": ["dense", "sorted"],
+        "dtype": ["float32", "float64"],
+    }
+    narrow = NarrowGru()
+    for strength in (2, 3):
+        small = Space.of(dims, SEED, strength)
+        supported = small.supported(narrow.supports)
+        expected = set().union(
+            *(case_pairs(c.as_dict(), small.dimensions, strength) for c in small.cases if narrow.supports(c) is None)
+        )
+        assert set(small.keys(small.pairs(supported))) == expected
+        assert len(set(small.labels)) == small.n_pairs  # every id names one combination
+
+
+def test_pairs_are_named_in_the_matrixs_dimension_order() -> None:
+    keys = case_pairs(Case(2, 6, dtype="float64", bias=False).as_dict(), matrix.DIMENSIONS)
+    assert "bias=false × dtype=float64" in keys
+    assert len(keys) == len(list(itertools.combinations(matrix.DIMENSIONS, 2)))
+
+
+def test_a_case_outside_the_matrix_has_no_row() -> None:
+    assert space().row_of(Case(3, 4)) is None  # input_size 3 is not a matrix value
+    assert space().row_of(pairwise()[0]) is not None
+    assert space().row_of(Case(2, 1, bias=1)) is None  # type: ignore[arg-type]  # 1 is not the bool True
+
+
+# -- each backend's own cover -----------------------------------------------------------------------------
+
+
+def test_the_shared_part_of_the_tier_is_unchanged() -> None:
+    plan = full_plan()
+    assert plan.cases == list(pairwise())
+    for backend in plan.backends:
+        shared = [p.case for p in plan.items if p.backend.name == backend and not p.extra]
+        assert shared == list(pairwise()), backend
+
+
+def test_every_builtin_backend_covers_every_pair_of_its_own_space() -> None:
+    backends = builtin()
+    assert {b.family for b in backends} >= {"torch", "flax-nnx", "onnx-dynamo", "onnx-spec", "onnx-torchscript"}
+    plan = full_plan()
+    for backend in backends:
+        wanted, covered = planned_coverage(plan, backend)
+        assert wanted and covered == wanted, f"{backend.name}: {len(covered)}/{len(wanted)}"
+        assert plan.backends[backend.name].planned_pairs == len(wanted)
+
+
+def test_the_shared_tier_alone_leaves_the_narrower_spaces_uncovered() -> None:
+    """The counterpart: without extras the check above fails, for the backends the issue measured."""
+    shared_only = planning.build(list(pairwise()), list(builtin()))  # no space: no extras
+    short = {}
+    for backend in builtin():
+        wanted, covered = planned_coverage(shared_only, backend)
+        if covered != wanted:
+            short[backend.name] = f"{len(covered)}/{len(wanted)}"
+    assert {"flax-nnx[cpu]", "onnx-dynamo/ort[cpu]", "onnx-spec/ort[cpu]", "onnx-torchscript/ort[cpu]"} <= set(short)
+    assert short["onnx-torchscript/ort[cpu]"] == "321/379"  # the issue's own measurement
+
+
+def test_a_planted_narrow_backend_gets_its_whole_space_from_nothing() -> None:
+    narrow = NarrowGru()
+    assert all(narrow.supports(c) is not None for c in pairwise())  # the shared tier gives it nothing
+    plan = planning.build(list(pairwise()), [narrow], space())
+    wanted, covered = planned_coverage(plan, narrow)
+    assert covered == wanted and len(wanted) == 219
+    extras = plan.extras(narrow.name)
+    assert len(extras) <= 12 and all(narrow.supports(c) is None for c in extras)
+    assert plan.backends[narrow.name].tests == len(pairwise()) + len(extras)
+
+
+def test_extras_are_deterministic_and_ignore_the_tiers_order() -> None:
+    backends = [NarrowGru(), *builtin()]
+    one = full_plan()
+    shuffled = random.Random(3).sample(list(pairwise()), len(pairwise()))
+    two = planning.build(shuffled, backends, space())
+    assert {p.id for p in one.items} == {p.id for p in two.items}
+    assert {(p.id, p.probe) for p in one.items} == {(p.id, p.probe) for p in two.items}
+
+
+def test_cover_drops_picks_that_later_ones_made_redundant() -> None:
+    everything = np.ones(len(space().cases), dtype=bool)
+    nothing_yet = np.zeros(space().n_pairs, dtype=bool)
+    picks = space().cover(everything, nothing_yet)
+    need = space().pairs(everything)
+    for i in range(len(picks)):
+        rest = picks[:i] + picks[i + 1 :]
+        assert (need & ~space().pairs(space().rows(rest))).any(), f"pick {i} is redundant"
+    assert not (need & ~space().pairs(space().rows(picks))).any()
+
+
+# -- sharding the plan ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("count", [2, 3, 5])
+def test_shards_partition_the_plan_and_keep_a_cases_tests_together(count: int) -> None:
+    plan = full_plan()
+    shards = [plan.shard(sharding.Shard(i, count)) for i in range(1, count + 1)]
+    ids = [p.id for shard in shards for p in shard.items]
+    assert len(ids) == len(set(ids)) and set(ids) == {p.id for p in plan.items}
+    homes: dict[str, set[int]] = {}
+    for number, part in enumerate(shards):
+        for planned in part.items:
+            homes.setdefault(planned.case.id, set()).add(number)
+    assert all(len(h) == 1 for h in homes.values())  # every test of a case runs on the case's one shard
+    assert sorted(c.id for s in shards for c in s.cases) == sorted(c.id for c in pairwise())
+
+
+# -- probes of declared refusals --------------------------------------------------------------------------
+
+
+def test_one_probe_per_declared_refusal_preferably_refused_for_that_alone() -> None:
+    declares = DeclaresRefusals()
+    assert isinstance(declares, StaticCapabilities)
+    plan = planning.build(list(pairwise()), [declares], space())
+    probes = {p.probe.key: p.case for p in plan.items if p.probe is not None}
+    assert set(probes) == {FLOAT64.key, PACKED.key}
+    assert [r.key for r in declares.refusals(probes[FLOAT64.key])] == [FLOAT64.key]
+    assert [r.key for r in declares.refusals(probes[PACKED.key])] == [PACKED.key]
+    # Without a space (--case, smoke) the probes come from the given cases only, and nothing is added.
+    given = [Case(2, 6, dtype="float64"), Case(2, 6, dtype="float64", batch=3, lengths="sorted"), Case(2, 6)]
+    exact = planning.build(given, [declares])
+    assert [p.case for p in exact.items] == given
+    assert {p.probe.key: p.case for p in exact.items if p.probe is not None} == {
+        FLOAT64.key: given[0],
+        PACKED.key: given[1],
+    }
+
+
+def test_each_builtin_declaration_has_its_probe_on_pairwise() -> None:
+    plan = full_plan()
+    for backend in builtin():
+        if not isinstance(backend, StaticCapabilities):
+            continue
+        keys = {r.key for c in space().cases for r in backend.refusals(c)}
+        assert set(plan.backends[backend.name].probes) == keys, backend.name
+    assert set(plan.backends["onnx-spec/ort[cpu]"].probes) == {
+        "ort-cpu-gru-float64",
+        "ort-cpu-gru-bfloat16",
+        "ort-cpu-gru-layout-1",
+    }
+    assert set(plan.backends["onnx-dynamo/reference[cpu]"].probes) == {"dynamo-export-packed"}
+
+
+def test_a_probe_that_the_library_refuses_confirms_the_declaration_quoting_it() -> None:
+    case = Case(2, 6, dtype="float64")
+    result = check(DeclaresRefusals(), case, probe=FLOAT64)
+    assert result.verdict == Verdict.UNSUPPORTED and result.probe == FLOAT64.key
+    assert result.reason.splitlines()[0] == FLOAT64.reason  # the library's words first
+    assert result.reason.endswith("(this run's probe of the declared refusal planted-no-float64: confirmed)")
+    assert check(DeclaresRefusals(), case).reason == FLOAT64.reason  # not a probe: the declaration, unrun
+
+
+def test_a_probe_that_runs_and_agrees_is_unexpected_support_and_fails() -> None:
+    result = check(StaleDeclaration(), Case(2, 6, dtype="float64"), probe=FLOAT64)
+    assert result.verdict == Verdict.UNEXPECTED_SUPPORT and result.verdict.failing
+    assert "remove or narrow the declaration" in result.reason
+
+
+@dataclass
+class StaleAndWrong(StaleDeclaration):
+    """Declares float64 unsupported, runs it, and gets it wrong."""
+
+    family: str = "planted-stale-and-wrong"
+
+    def run(self, case: Case, weights: Weights, inputs: Inputs) -> GruOutput:
+        right = super().run(case, weights, inputs)
+        return GruOutput(right.output + 1.0, right.h_n)
+
+
+def test_a_probe_that_runs_and_disagrees_stays_a_failure() -> None:
+    result = check(StaleAndWrong(), Case(2, 6, dtype="float64"), probe=FLOAT64)
+    assert result.verdict == Verdict.FAIL and "declared unsupported (planted-no-float64)" in result.reason
+
+
+# -- no silent zero ---------------------------------------------------------------------------------------
+
+
+def _results(backend: str, verdicts: list[tuple[Case, Verdict, str]]) -> list[dict[str, Any]]:
+    return [
+        {"backend": backend, "case": c.as_dict(), "case_id": c.id, "verdict": v.value, "reason": why}
+        for c, v, why in verdicts
+    ]
+
+
+PAIRWISE = RunShape("pairwise", True, None, 2, tuple(matrix.DIMENSIONS))
+SMOKE = RunShape("smoke", False, None, 2, tuple(matrix.DIMENSIONS))
+
+
+def test_a_backend_that_checked_nothing_fails_the_run_saying_what_and_why() -> None:
+    results = _results("b[cpu]", [(Case(2, 6), Verdict.UNSUPPORTED, "lib: no")] * 3)
+    empty = account("b[cpu]", results, PAIRWISE, space=[])
+    assert empty.fails and "supports no case of the matrix" in empty.message and "lib: no" in empty.message
+    refused = account("b[cpu]", results, PAIRWISE, space=["x"], admitted=3)
+    assert refused.fails and "refused them when run: declare those refusals statically" in refused.message
+    outside = account("b[cpu]", results, SMOKE, space=["x"], example="I2H1-…", admitted=0)
+    assert outside.fails and "--tier pairwise" in outside.message and "--case I2H1-…" in outside.message
+
+
+def test_checking_something_passes_and_a_shortfall_is_reported_not_failed() -> None:
+    case = Case(2, 6)
+    pairs = sorted(case_pairs(case.as_dict(), matrix.DIMENSIONS))
+    ran = account("b[cpu]", _results("b[cpu]", [(case, Verdict.PASS, "")]), PAIRWISE, space=[*pairs, "dtype=x × y=z"])
+    assert not ran.fails and ran.checked == 1
+    assert ran.coverage is not None and ran.coverage.fraction() == f"{len(pairs)}/{len(pairs) + 1}"
+    assert "missing 1, e.g. dtype=x × y=z" in ran.message
+    whole = account("b[cpu]", _results("b[cpu]", [(case, Verdict.PASS, "")]), PAIRWISE, space=pairs)
+    assert not whole.fails and whole.message == ""
+
+
+@pytest.mark.parametrize(("named", "fails"), [(frozenset({"b[cpu]"}), True), (frozenset(), False)])
+def test_an_unavailable_backend_fails_the_run_only_when_named(named: frozenset[str], fails: bool) -> None:
+    results = _results("b[cpu]", [(Case(2, 6), Verdict.SKIPPED, "b is not importable")] * 2)
+    found = account("b[cpu]", results, RunShape("pairwise", True, named=named), space=["x"])
+    assert found.fails is fails and "not available here (b is not importable)" in found.message
+
+
+def test_a_shard_without_a_case_it_supports_is_reported_not_failed() -> None:
+    results = _results("b[cpu]", [(Case(2, 6), Verdict.UNSUPPORTED, "no")])
+    found = account("b[cpu]", results, RunShape("pairwise", True, "2/4"), space=["x"], admitted=0)
+    assert not found.fails and "this shard (2/4) holds none of the cases it supports" in found.message
+
+
+# -- through the real plugin ------------------------------------------------------------------------------
+
+
+def _rows(stdout: str, backend: str) -> list[str]:
+    return [line for line in stdout.splitlines() if line.startswith(backend)]
+
+
+@pytest.mark.e2e
+def test_a_narrow_backend_is_checked_on_the_default_tier_and_its_bug_is_caught(suite: Any, tmp_path: Path) -> None:
+    """The issue's story: a narrow plug-in got 0 of 19 cases and exited 0. Now it gets its own cover, which
+    reaches the pair (batch_first, initial_state) where the planted bug lives."""
+    run = suite("--backend-module", "planted_backends:narrow_h0", "--backends", "planted-narrow-h0")
+    assert run.returncode == 1, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "fails exactly when batch_first = True and initial_state = True" in run.stdout
+    records = list(read_records(tmp_path / "results.jsonl"))
+    (cov,) = [r for r in records if r["kind"] == "coverage"]
+    assert cov["covered"] == len(cov["space"]) == 219 and cov["checked"] > 0
+    correct = suite("--backend-module", "planted_backends:narrow", "--backends", "planted-narrow", "--no-report")
+    assert correct.returncode == 0, correct.stdout[-3000:]
+    (row,) = _rows(correct.stdout, "planted-narrow[cpu]")
+    assert "219/219" in row
+
+
+@pytest.mark.e2e
+def test_a_backend_that_supports_nothing_fails_the_run_with_a_clear_message(suite: Any, tmp_path: Path) -> None:
+    run = suite("--backend-module", "planted_backends:nothing", "--backends", "planted-nothing")
+    assert run.returncode == 1, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "FAILS THE RUN: planted-nothing[cpu]: checked nothing: 19 cases, 19 unsupported" in run.stdout
+    assert "it supports no case of the matrix" in run.stdout
+    assert "the run fails: 1 backend(s) checked nothing (planted-nothing[cpu])" in run.stdout
+    records = list(read_records(tmp_path / "results.jsonl"))
+    assert records[-1]["kind"] == "end" and records[-1]["exitstatus"] == 1
+    assert [r["fails"] for r in records if r["kind"] == "coverage"] == [True]
+
+
+@pytest.mark.e2e
+def test_a_stale_declaration_fails_the_run_as_unexpected_support(suite: Any) -> None:
+    run = suite("--backend-module", "planted_backends:stale_declaration", "--backends", "planted-stale-declaration")
+    assert run.returncode == 1, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "1 failed" in run.stdout and "unexpected_support: declared unsupported (planted-no-float64)" in run.stdout
+    honest = suite("--backend-module", "planted_backends:declares", "--backends", "planted-declares")
+    assert honest.returncode == 0, honest.stdout[-3000:]
+
+
+@pytest.mark.e2e
+def test_shards_of_a_narrow_backend_collect_its_whole_plan_once(suite: Any) -> None:
+    def collected(shard: str) -> list[str]:
+        args = ("--collect-only", "-q", "--backend-module", "planted_backends:narrow", "--backends", "planted-narrow")
+        run = suite(*args, "--shard", shard)
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+        return [line for line in run.stdout.splitlines() if "::test_gru[" in line]
+
+    parts = [collected(f"{i}/3") for i in (1, 2, 3)]
+    ids = [i for part in parts for i in part]
+    plan = planning.build(list(pairwise()), [NarrowGru()], space())
+    assert len(ids) == len(set(ids)) == len(plan.items)
