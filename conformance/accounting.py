@@ -76,6 +76,19 @@ class Account:
         }
 
 
+def slim(record: dict[str, Any], cases: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """What an account needs of a result record (a full tier's records don't all fit in memory whole);
+    `cases` shares one case dict per case id between backends."""
+    reason = (record.get("reason") or "").strip()
+    return {
+        "backend": record["backend"],
+        "case_id": record["case_id"],
+        "case": cases.setdefault(record["case_id"], record["case"]),
+        "verdict": record["verdict"],
+        "reason": reason.splitlines()[0] if reason else "",
+    }
+
+
 def _top(results: list[dict[str, Any]], verdict: Verdict) -> str:
     reasons = Counter(
         (r.get("reason") or "").strip().splitlines()[0]

@@ -140,6 +140,10 @@ class Space:
         mask[self.codes[rows].ravel()] = True
         return mask
 
+    def positions(self, cases: Iterable[Case]) -> np.ndarray:
+        """Each case's row, -1 for a case outside this space."""
+        return np.array([-1 if (r := self.row_of(c)) is None else r for c in cases], dtype=np.int64)
+
     def rows(self, cases: Iterable[Case]) -> np.ndarray:
         """Row indices of the cases that lie in this space (others are ignored)."""
         found = [r for r in (self.row_of(c) for c in cases) if r is not None]

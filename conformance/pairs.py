@@ -77,12 +77,24 @@ class Coverage:
         return f"{text}; missing {len(missing)}, e.g. {named}"
 
 
+def covered_pairs(cases: Sequence[Mapping[str, Any]], dimensions: Sequence[str], strength: int = 2) -> set[str]:
+    """Every value pair (or t-tuple) the cases have between them: `case_pairs` of each, united, but by
+    column (one set of value tuples per combination of dimensions), so a full tier's cases take a blink."""
+    columns = {d: [case.get(d, _ABSENT) for case in cases] for d in dimensions}
+    found: set[str] = set()
+    for combo in combinations(dimensions, strength):
+        for values in set(zip(*(columns[d] for d in combo), strict=True)):
+            if _ABSENT not in values:
+                found.add(pair_key(*zip(combo, values, strict=True)))
+    return found
+
+
+_ABSENT = object()
+
+
 def coverage(
     space: Iterable[str], dimensions: Sequence[str], checked: Iterable[Mapping[str, Any]], strength: int = 2
 ) -> Coverage:
     """The coverage of `space` by the cases in `checked` (case dicts)."""
     wanted = frozenset(space)
-    covered: set[str] = set()
-    for case in checked:
-        covered |= case_pairs(case, dimensions, strength)
-    return Coverage(wanted, frozenset(covered & wanted), strength)
+    return Coverage(wanted, frozenset(covered_pairs(list(checked), dimensions, strength) & wanted), strength)

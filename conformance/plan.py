@@ -157,35 +157,45 @@ def build(
 ) -> Plan:
     """Shared cases on every backend, then (with a `space`: a covering tier) each backend's extras and the
     probes the tier lacks. Without a space (`--case`, `--vectors`, smoke) the plan is exactly the given cases."""
-    items = [Planned(case, backend) for case in cases for backend in backends]
     per_backend: dict[str, BackendPlan] = {}
     probes_at: dict[tuple[str, str], Refusal] = {}
     added: list[Planned] = []
-    supports: dict[str, np.ndarray] = {}
     order = list(backends)
+    supports: dict[str, np.ndarray] = {}
+    rows = np.full(len(cases), -1, dtype=np.int64)
     if space is not None:
         supports = {b.name: space.supported(b.supports) for b in backends}
+        rows = space.positions(cases)
         # Narrowest space first: its extras tend to lie in the wider spaces too, which then reuse them.
         order.sort(key=lambda b: (int(space.pairs(supports[b.name]).sum()), b.name))
-    pool = np.zeros(len(space.cases), dtype=bool) if space is not None else None
+    whole = space is not None and len(set(rows[rows >= 0].tolist())) == len(space.cases)  # the tier is the space
+    pool = np.zeros(len(space.cases) if space is not None else 0, dtype=bool)
     for backend in order:
         summary = BackendPlan(backend.name, shared=len(cases))
-        in_space = [c for c in cases if backend.supports(c) is None]
+        mask = supports.get(backend.name)
+        admits = np.array(
+            [
+                bool(mask[r]) if mask is not None and r >= 0 else backend.supports(c) is None
+                for c, r in zip(cases, rows.tolist(), strict=True)
+            ],
+            dtype=bool,
+        ).reshape(len(cases))
+        in_space = [c for c, ok in zip(cases, admits.tolist(), strict=True) if ok]
         summary.in_space = len(in_space)
         refuse = refusals_of(backend)
-        chosen = representatives(cases, refuse) if refuse is not None else {}
-        if space is not None and pool is not None:
-            supported = supports[backend.name]
-            already = space.pairs(space.rows(in_space))
-            extras = space.cover(supported, already, prefer=pool)
+        refused_shared = [c for c, ok in zip(cases, admits.tolist(), strict=True) if not ok]
+        chosen = representatives(refused_shared, refuse) if refuse is not None else {}
+        if space is not None and mask is not None:
+            already = space.pairs(rows[admits & (rows >= 0)])
+            extras = space.cover(mask, already, prefer=pool)
             pool[space.rows(extras)] = True
             added += [Planned(case, backend, extra=True) for case in extras]
             summary.extra = len(extras)
-            summary.space = space.keys(space.pairs(supported))
-            summary.planned_pairs = int((space.pairs(supported) & space.pairs(space.rows([*in_space, *extras]))).sum())
-            summary.example = example(space, supported)
-            if refuse is not None:
-                refused = [space.cases[row] for row in np.flatnonzero(~supported)]
+            summary.space = space.keys(space.pairs(mask))
+            summary.planned_pairs = int((space.pairs(mask) & (already | space.pairs(space.rows(extras)))).sum())
+            summary.example = example(space, mask)
+            if refuse is not None and not whole:
+                refused = [space.cases[row] for row in np.flatnonzero(~mask)]
                 for key, (case, refusal, pure) in sorted(representatives(refused, refuse).items()):
                     if key not in chosen or (pure and not chosen[key][2]):
                         chosen[key] = (case, refusal, pure)
@@ -198,7 +208,12 @@ def build(
     per_backend = {b.name: per_backend[b.name] for b in backends}  # back in selection order
     position = {b.name: i for i, b in enumerate(backends)}
     added.sort(key=lambda p: position[p.backend.name])  # stable: each backend's extras keep their order
-    items = [Planned(p.case, p.backend, probe=probes_at.get((p.backend.name, p.case.id))) for p in items]
+    named = [(b, b.name) for b in backends]
+    items = [
+        Planned(case, backend, probe=probes_at.get((name, case_id)) if probes_at else None)
+        for case, case_id in ((c, c.id) for c in cases)
+        for backend, name in named
+    ]
     return Plan(items + added, per_backend, list(cases), space.dimensions if space else (), space is not None)
 
 
@@ -231,9 +246,9 @@ def account(
                 plan.backends[backend.name].space = space.keys(space.pairs(supported))
                 plan.backends[backend.name].example = example(space, supported)
     by_name = {b.name: b for b in backends}
-    admitted: dict[str, set[str]] = {}
+    admitted: dict[str, set[str]] = {}  # only where it matters: a backend that checked nothing
     for record in results:
-        mine = by_name.get(record["backend"])
+        mine = by_name.get(record["backend"]) if record["backend"] in nothing else None
         if mine is not None and mine.supports(Case.from_dict(record["case"])) is None:
             admitted.setdefault(record["backend"], set()).add(record["case_id"])
     return accounting.accounts(

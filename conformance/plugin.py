@@ -440,7 +440,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         for p in run.results_path.parent.glob(f"{run.results_path.stem}.gw*{run.results_path.suffix}")
     }
     merge_worker_files(run.results_path, workers)
-    results = [r for r in read_records(run.results_path) if r["kind"] == RESULT]
+    case_dicts: dict[str, dict[str, Any]] = {}
+    results = [accounting.slim(r, case_dicts) for r in read_records(run.results_path) if r["kind"] == RESULT]
     counts = Counter(r["verdict"] for r in results)
     run.verdicts = counts
     run.accounts = planning.account(run.tests, run.backends, results, run.shape, run.space)

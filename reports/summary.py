@@ -181,9 +181,12 @@ class ColumnCoverage:
 def column_coverage(merged: Merged) -> dict[str, ColumnCoverage]:
     """Column key -> its coverage; a case counts as checked when any run compared its output."""
     checked_names = {v.value for v in CHECKED}
+    by_column: dict[str, list[Entry]] = {}
+    for entry in merged.entries:
+        by_column.setdefault(entry.column, []).append(entry)
     found: dict[str, ColumnCoverage] = {}
     for column in merged.columns:
-        mine = [e for e in merged.entries if e.column == column.key]
+        mine = by_column.get(column.key, [])
         checked = [e for e in mine if any(r["verdict"] in checked_names for r in e.seen)]
         covers = None
         if column.space is not None:

@@ -365,3 +365,59 @@ def test_shards_of_a_narrow_backend_collect_its_whole_plan_once(suite: Any) -> N
     ids = [i for part in parts for i in part]
     plan = planning.build(list(pairwise()), [NarrowGru()], space())
     assert len(ids) == len(set(ids)) == len(plan.items)
+
+
+# -- what the terminal and the report show ----------------------------------------------------------------
+
+
+def _write_run(path: Path, backend: str, checked: list[Case], refused: list[Case], space: list[str]) -> None:
+    import json
+
+    from conformance.records import Result
+
+    shape = RunShape("pairwise", True, None, 2, tuple(matrix.DIMENSIONS))
+    records = [Result(c, backend, "b", "cpu", Verdict.PASS).as_record() for c in checked]
+    records += [Result(c, backend, "b", "cpu", Verdict.UNSUPPORTED, reason="lib: no").as_record() for c in refused]
+    found = account(backend, records, shape, space=space, admitted=0)
+    lines = [{**r, "run_id": path.stem, "worker": "main"} for r in [*records, found.as_record(shape)]]
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8")
+
+
+def test_the_report_shows_each_columns_checked_cases_and_pairs_merged_over_shards(tmp_path: Path) -> None:
+    from reports.render import render
+
+    one, two = Case(2, 6), Case(5, 16, num_layers=2, bias=False)
+    space = sorted(case_pairs(one.as_dict(), matrix.DIMENSIONS) | case_pairs(two.as_dict(), matrix.DIMENSIONS))
+    _write_run(tmp_path / "shard1.jsonl", "b[cpu]", [one], [], space)
+    _write_run(tmp_path / "shard2.jsonl", "b[cpu]", [two], [Case(2, 1)], space)
+    done = render([tmp_path / "shard1.jsonl", tmp_path / "shard2.jsonl"], tmp_path / "report.html")
+    page = done.report.read_text(encoding="utf-8")
+    assert f"2 checked · {len(space)}/{len(space)} pairs" in page  # the union of both shards covers the space
+    assert f"checked 2 of 3 cases; covers {len(space)}/{len(space)} value pairs of its space" in page
+    alone = render([tmp_path / "shard1.jsonl"], tmp_path / "one.html").report.read_text(encoding="utf-8")
+    covered = len(case_pairs(one.as_dict(), matrix.DIMENSIONS))
+    assert f"1 checked · {covered}/{len(space)} pairs" in alone and 'class="b-partial"' in alone
+
+
+def test_a_run_that_checked_nothing_is_marked_in_the_report(tmp_path: Path) -> None:
+    from reports.render import render
+
+    _write_run(tmp_path / "r.jsonl", "b[cpu]", [], [Case(2, 6)], [])
+    page = render([tmp_path / "r.jsonl"], tmp_path / "r.html").report.read_text(encoding="utf-8")
+    assert 'class="b-fail"' in page and "Fails the run: b[cpu]: checked nothing" in page
+
+
+def test_the_terminal_table_has_tests_checked_and_pairs_per_backend() -> None:
+    from conformance.backend_summary import summarize
+    from conformance.plugin import summary_table
+    from conformance.records import Result
+
+    case = Case(2, 6)
+    records = [Result(case, "b[cpu]", "b", "cpu", Verdict.PASS).as_record()]
+    records.append(Result(Case(2, 1), "b[cpu]", "b", "cpu", Verdict.UNSUPPORTED, reason="no").as_record())
+    pairs = sorted(case_pairs(case.as_dict(), matrix.DIMENSIONS))
+    found = account("b[cpu]", records, PAIRWISE, space=[*pairs, "dtype=x × y=z"])
+    header, row, *notes = summary_table(summarize(records), [found])
+    assert header.split()[:5] == ["backend", "tests", "checked", "pairs", "pass"]
+    assert row.split()[:5] == ["b[cpu]", "2", "1", f"{len(pairs)}/{len(pairs) + 1}", "1"]
+    assert notes == [f"  {found.message}"] and "missing 1" in found.message
