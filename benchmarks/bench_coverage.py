@@ -79,7 +79,7 @@ def main() -> int:
         pairs = f"{b.planned_pairs}/{len(b.space or [])}"
         probes = f"{len(b.probes)}({b.added_probes})"
         print(f"{name:<{width}}  {b.tests:>5}  {b.shared:>6}  {b.in_space:>8}  {b.extra:>5}  {probes:>13}  {pairs:>7}")
-    extras = {p for p in plan.items if p.extra}
+    extras = [p for p in plan.items if p.extra]
     distinct = {p.case.id for p in extras}
     print(f"extra tests: {len(extras)} over {len(distinct)} distinct cases")
 

@@ -118,7 +118,12 @@ def account(
         found.coverage = coverage(space, shape.dimensions, checked, shape.strength)
     if found.checked:
         if shape.covering and not shape.shard and found.coverage is not None and not found.coverage.complete:
-            found.message = f"{backend}: {found.coverage.describe()} (the library refused cases its `supports` admits)"
+            lost = [
+                f"{found.counts[v.value]} {v.value}"
+                for v in (Verdict.UNSUPPORTED, Verdict.ERROR)
+                if found.counts[v.value]
+            ]
+            found.message = f"{backend}: {found.coverage.describe()} (not checked: {', '.join(lost)})"
         return found
     n = found.tests
     skipped, refused = found.counts[Verdict.SKIPPED.value], found.counts[Verdict.UNSUPPORTED.value]

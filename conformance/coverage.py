@@ -9,10 +9,12 @@ are encoded as integers, so coverage and the greedy cover are array operations. 
 generalises pairs to t-way combinations (3 for a strength-3 tier); "pair" below means one.
 
 The greedy cover is the classic one (each step takes the case covering the most pairs still
-missing), then drops picks that later ones made redundant. Ties go to cases another backend
-already runs (so extras are shared where that costs nothing), then to the cheaper case
-(fewer sequential steps: seq_len × layers × directions), then to the first in the matrix's
-product order: deterministic for a given selection of backends.
+missing), then drops picks that later ones made redundant. A backend first reuses what the
+other columns of its family already run (onnx-dynamo/ort and onnx-dynamo/reference share
+one export per case, and comparing the two on the same case tells exporter from runtime);
+ties go to cases any other backend runs, then to the cheaper case (fewer sequential steps:
+seq_len × layers × directions), then to the first in the matrix's product order:
+deterministic for a given selection of backends.
 """
 
 from __future__ import annotations
@@ -153,28 +155,43 @@ class Space:
         labels = self.labels
         return [labels[i] for i in np.flatnonzero(mask)]
 
-    def cover(self, allowed: np.ndarray, already: np.ndarray, prefer: np.ndarray | None = None) -> list[Case]:
-        """The fewest cases (greedily) among `allowed` rows that cover the pairs of `allowed` not in `already`.
+    def cover(
+        self,
+        allowed: np.ndarray,
+        already: np.ndarray,
+        prefer: np.ndarray | None = None,
+        reuse: np.ndarray | None = None,
+    ) -> list[Case]:
+        """Few cases among `allowed` rows that cover the pairs of `allowed` not in `already`.
 
-        Ties go to `prefer`red rows (cases other backends already run, so they stay comparable), then to
-        the cheaper case, then to the first in product order."""
+        First the `reuse` rows (cases a backend of the same family runs already: its model is built, and the
+        two compare on the same case) as long as they cover anything new, then the fewest others, greedily.
+        Ties go to `prefer`red rows (cases any other backend runs), then to the cheaper case, then to the
+        first in product order. Picks that later ones made redundant are dropped."""
         target = self.pairs(allowed) & ~already
         need = target.copy()
+        picks: list[int] = []
+        if reuse is not None:
+            picks += self._greedy(allowed & reuse, need, prefer)
+        picks += self._greedy(allowed, need, prefer)
+        for pick in reversed(list(picks)):  # last first: the early picks are the likeliest to be redundant
+            rest = [p for p in picks if p != pick]
+            if not (target & ~self.pairs(np.array(rest, dtype=np.int64))).any():
+                picks = rest
+        return [self.cases[p] for p in picks]
+
+    def _greedy(self, allowed: np.ndarray, need: np.ndarray, prefer: np.ndarray | None) -> list[int]:
+        """Rows among `allowed`, each the one covering most of `need` (updated in place) until none covers any."""
         candidates = np.flatnonzero(allowed)
         codes = self.codes[candidates]
-        # One sort key per candidate, smaller is better among equal gains: not preferred, cost, product order.
-        rank = np.argsort(
-            np.lexsort(
-                (
-                    candidates,
-                    self.cost[candidates],
-                    ~(prefer[candidates] if prefer is not None else np.zeros(len(candidates), bool)),
-                )
-            )
-        )
+        preferred = prefer[candidates] if prefer is not None else np.zeros(len(candidates), dtype=bool)
+        # Smaller is better among equal gains: not preferred, then cost, then product order.
+        rank = np.argsort(np.lexsort((candidates, self.cost[candidates], ~preferred)))
         picks: list[int] = []
-        while need.any():
+        while len(candidates) and need.any():
             gain = need[codes].sum(axis=1)
+            if gain.max() == 0:
+                break
             ties = np.flatnonzero(gain == gain.max())
             choice = ties[np.argmin(rank[ties])]
             picks.append(int(candidates[choice]))
@@ -182,12 +199,7 @@ class Space:
             keep = gain > 0  # a case that covered nothing new never will: drop it
             keep[choice] = False
             candidates, codes, rank = candidates[keep], codes[keep], rank[keep]
-        # Greedy's early picks can end up redundant once later ones land: drop those, last first.
-        for pick in reversed(list(picks)):
-            rest = [p for p in picks if p != pick]
-            if not (target & ~self.pairs(np.array(rest, dtype=np.int64))).any():
-                picks = rest
-        return [self.cases[p] for p in picks]
+        return picks
 
 
 def steps(case: Case) -> int:

@@ -169,7 +169,8 @@ def build(
         # Narrowest space first: its extras tend to lie in the wider spaces too, which then reuse them.
         order.sort(key=lambda b: (int(space.pairs(supports[b.name]).sum()), b.name))
     whole = space is not None and len(set(rows[rows >= 0].tolist())) == len(space.cases)  # the tier is the space
-    pool = np.zeros(len(space.cases) if space is not None else 0, dtype=bool)
+    pool = np.zeros(len(space.cases) if space is not None else 0, dtype=bool)  # every backend's extras so far
+    family_pool: dict[str, np.ndarray] = {}  # per family: its columns' extras so far
     for backend in order:
         summary = BackendPlan(backend.name, shared=len(cases))
         mask = supports.get(backend.name)
@@ -187,8 +188,9 @@ def build(
         chosen = representatives(refused_shared, refuse) if refuse is not None else {}
         if space is not None and mask is not None:
             already = space.pairs(rows[admits & (rows >= 0)])
-            extras = space.cover(mask, already, prefer=pool)
-            pool[space.rows(extras)] = True
+            family = family_pool.setdefault(backend.family, np.zeros(len(space.cases), dtype=bool))
+            extras = space.cover(mask, already, prefer=pool, reuse=family)
+            pool[space.rows(extras)] = family[space.rows(extras)] = True
             added += [Planned(case, backend, extra=True) for case in extras]
             summary.extra = len(extras)
             summary.space = space.keys(space.pairs(mask))

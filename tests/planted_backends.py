@@ -163,7 +163,7 @@ def swapped_rz() -> Iterator[NumpyGru]:
 # -- Backends with narrow or declared support: what each backend's own coverage must handle ----------
 
 
-def _narrow_refusal(case: Case) -> str | None:
+def narrow_refusal(case: Case) -> str | None:
     """One layer, one direction, no packing, float32: the support of many a third-party GRU."""
     if case.num_layers != 1 or case.bidirectional or case.packed or case.dtype != "float32":
         return "planted narrow GRU: one layer, one direction, dense input, float32 only"
@@ -177,7 +177,7 @@ class NarrowGru(NumpyGru):
     family: str = "planted-narrow"
 
     def supports(self, case: Case) -> str | None:
-        return _narrow_refusal(case)
+        return narrow_refusal(case)
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from planted_backends import (
     DeclaresRefusals,
     NarrowGru,
     StaleDeclaration,
+    narrow_refusal,
 )
 
 from conformance import matrix, selection, sharding
@@ -155,6 +156,28 @@ def test_a_planted_narrow_backend_gets_its_whole_space_from_nothing() -> None:
     extras = plan.extras(narrow.name)
     assert len(extras) <= 12 and all(narrow.supports(c) is None for c in extras)
     assert plan.backends[narrow.name].tests == len(pairwise()) + len(extras)
+
+
+@dataclass
+class NarrowPlusFloat64(NarrowGru):
+    """The narrow GRU that also runs float64: a wider space around the narrow one."""
+
+    def supports(self, case: Case) -> str | None:
+        return narrow_refusal(replace(case, dtype="float32") if case.dtype == "float64" else case)
+
+
+def test_a_column_reuses_its_familys_extras_first() -> None:
+    """Same family (one library, or one exported model in two runtimes): the wider column takes the narrower's
+    extras first, so the two compare on the same cases; another family shares only by chance."""
+    shared = {}
+    for family in ("planted-narrow", "planted-other"):
+        narrow, wider = NarrowGru(), NarrowPlusFloat64(family=family, device="cuda")
+        plan = planning.build(list(pairwise()), [narrow, wider], space())
+        mine, theirs = set(plan.extras(narrow.name)), set(plan.extras(wider.name))
+        shared[family] = len(mine & theirs)
+        wanted, covered = planned_coverage(plan, wider)
+        assert covered == wanted
+    assert shared["planted-narrow"] >= len(mine) - 1 > shared["planted-other"]
 
 
 def test_extras_are_deterministic_and_ignore_the_tiers_order() -> None:
