@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from conformance.pairs import CHECKED, Coverage, coverage, unit
+from conformance.pairs import CHECKED, Coverage, coverage
 from conformance.records import COVERAGE
 from conformance.verdict import Verdict
 
@@ -198,11 +198,3 @@ def accounts(
         )
         for name, records in by_backend.items()
     ]
-
-
-def describe(found: Account, strength: int = 2) -> str:
-    """`checked 19 of 33; covers 404/404 value pairs of its space` for the terminal and the report."""
-    text = f"checked {found.checked} of {found.tests}"
-    if found.coverage is not None:
-        text += f"; covers {found.coverage.fraction()} {unit(strength)} of its space"
-    return text
