@@ -13,6 +13,11 @@ reports refusals as skips and exits 0. So, per backend that took part in the run
 - it checked something but less than its own space (a covering tier whose cases the library
   then refused at run time): reported, with the pairs still missing.
 
+What counts is the oracle check of one quantity: the forward check when the run has it (the
+invariants and the backward check of the same pairs follow the same plan but add no coverage of
+their own), else the backward check of the backends that are `Differentiable` (the others refuse
+every backward case by construction: no tier could give them coverage, so they aren't accounted).
+
 Plain data in, plain data out (no numerical import): the plugin feeds it records and the plan's
 spaces, and writes what it returns as `coverage` records the report reads.
 """
@@ -25,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conformance.pairs import CHECKED, Coverage, coverage
-from conformance.records import COVERAGE
+from conformance.records import BACKWARD, COVERAGE, FORWARD, ORACLE_CHECK, check_of
 from conformance.verdict import Verdict
 
 
@@ -39,6 +44,15 @@ class RunShape:
     strength: int = 2
     dimensions: tuple[str, ...] = ()
     named: frozenset[str] = frozenset()  # backends `--backends` named exactly (no glob, not the default)
+    quantity: str = FORWARD  # the quantity whose oracle check the accounts count
+    differentiable: frozenset[str] = frozenset()  # backends with a backward check (counted when `quantity` is)
+
+
+def counts_for(record: dict[str, Any], shape: RunShape) -> bool:
+    """Whether a result record counts in its backend's account (see the module's docstring)."""
+    if check_of(record) != ORACLE_CHECK or record.get("quantity", FORWARD) != shape.quantity:
+        return False
+    return shape.quantity != BACKWARD or record["backend"] in shape.differentiable
 
 
 @dataclass
@@ -63,6 +77,7 @@ class Account:
             "kind": COVERAGE,
             "backend": self.backend,
             "tier": shape.tier,
+            "quantity": shape.quantity,
             "shard": shape.shard,
             "strength": shape.strength,
             "dimensions": list(shape.dimensions),
