@@ -359,7 +359,8 @@ def test_a_narrow_backend_is_checked_on_the_default_tier_and_its_bug_is_caught(s
 def test_a_backend_that_supports_nothing_fails_the_run_with_a_clear_message(suite: Any, tmp_path: Path) -> None:
     run = suite("--backend-module", "planted_backends:nothing", "--backends", "planted-nothing")
     assert run.returncode == 1, run.stdout[-3000:] + run.stderr[-3000:]
-    assert "FAILS THE RUN: planted-nothing[cpu]: checked nothing: 19 cases, 19 unsupported" in run.stdout
+    n = len(pairwise()) + len(matrix.zero_length(SEED))  # the tier and the zero-length cases every tier adds
+    assert f"FAILS THE RUN: planted-nothing[cpu]: checked nothing: {n} cases, {n} unsupported" in run.stdout
     assert "it supports no case of the matrix" in run.stdout
     assert "the run fails: 1 backend(s) checked nothing (planted-nothing[cpu])" in run.stdout
     records = list(read_records(tmp_path / "results.jsonl"))
@@ -386,7 +387,8 @@ def test_shards_of_a_narrow_backend_collect_its_whole_plan_once(suite: Any) -> N
 
     parts = [collected(f"{i}/3") for i in (1, 2, 3)]
     ids = [i for part in parts for i in part]
-    plan = planning.build(list(pairwise()), [NarrowGru()], space())
+    tier = [*pairwise(), *matrix.zero_length(SEED)]  # every tier adds the zero-length cases
+    plan = planning.build(tier, [NarrowGru()], space())
     assert len(ids) == len(set(ids)) == len(plan.items)
 
 
