@@ -129,8 +129,31 @@ class Plan:
         return [p.case for p in self.items if p.extra and p.backend.name == backend and p.probe is None]
 
 
+def supports_of(backend: Backend) -> Callable[[Case], Any]:
+    """`backend.supports` as the plan asks it: one that raises admits the case, so the check attempts it and
+    records the contract violation as an `error` (`conformance.pipeline.refusal`) instead of the plan crashing."""
+
+    def supports(case: Case) -> Any:
+        try:
+            return backend.supports(case)
+        except Exception:
+            return None
+
+    return supports
+
+
 def refusals_of(backend: Backend) -> Callable[[Case], tuple[Refusal, ...]] | None:
-    return backend.refusals if isinstance(backend, StaticCapabilities) else None
+    if not isinstance(backend, StaticCapabilities):
+        return None
+    declared = backend.refusals
+
+    def refusals(case: Case) -> tuple[Refusal, ...]:
+        try:
+            return tuple(declared(case))
+        except Exception:  # a broken declaration plans no probe; its `supports` still speaks for it
+            return ()
+
+    return refusals
 
 
 def representatives(
@@ -164,7 +187,7 @@ def build(
     supports: dict[str, np.ndarray] = {}
     rows = np.full(len(cases), -1, dtype=np.int64)
     if space is not None:
-        supports = {b.name: space.supported(b.supports) for b in backends}
+        supports = {b.name: space.supported(supports_of(b)) for b in backends}
         rows = space.positions(cases)
         # Narrowest space first: its extras tend to lie in the wider spaces too, which then reuse them.
         order.sort(key=lambda b: (int(space.pairs(supports[b.name]).sum()), b.name))
@@ -176,7 +199,7 @@ def build(
         mask = supports.get(backend.name)
         admits = np.array(
             [
-                bool(mask[r]) if mask is not None and r >= 0 else backend.supports(c) is None
+                bool(mask[r]) if mask is not None and r >= 0 else supports_of(backend)(c) is None
                 for c, r in zip(cases, rows.tolist(), strict=True)
             ],
             dtype=bool,
@@ -244,14 +267,14 @@ def account(
         space = space_of()
         for backend in backends:
             if backend.name in nothing and backend.name in plan.backends:
-                supported = space.supported(backend.supports)
+                supported = space.supported(supports_of(backend))
                 plan.backends[backend.name].space = space.keys(space.pairs(supported))
                 plan.backends[backend.name].example = example(space, supported)
     by_name = {b.name: b for b in backends}
     admitted: dict[str, set[str]] = {}  # only where it matters: a backend that checked nothing
     for record in results:
         mine = by_name.get(record["backend"]) if record["backend"] in nothing else None
-        if mine is not None and mine.supports(Case.from_dict(record["case"])) is None:
+        if mine is not None and supports_of(mine)(Case.from_dict(record["case"])) is None:
             admitted.setdefault(record["backend"], set()).add(record["case_id"])
     return accounting.accounts(
         results,

@@ -121,7 +121,7 @@ class ConformanceRun:
             if not _prepares(backend):
                 continue
             case = params.params["case"]
-            if backend.supports(case) is not None and self.tests.probe(backend.name, case.id) is None:
+            if planning.supports_of(backend)(case) is not None and self.tests.probe(backend.name, case.id) is None:
                 continue  # refused statically: nothing to build
             cases = wanted.setdefault(backend.name, [])
             extra = params.params["invariant"].cases(params.params["case"]) if "invariant" in params.params else []
