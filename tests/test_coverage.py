@@ -446,3 +446,16 @@ def test_the_terminal_table_has_tests_checked_and_pairs_per_backend() -> None:
     assert header.split()[:5] == ["backend", "tests", "checked", "pairs", "pass"]
     assert row.split()[:5] == ["b[cpu]", "2", "1", f"{len(pairs)}/{len(pairs) + 1}", "1"]
     assert notes == [f"  {found.message}"] and "missing 1" in found.message
+
+
+def test_a_supports_that_raises_admits_its_cases_and_each_check_records_the_error() -> None:
+    """The plan asks `supports` over the whole space; one that raises must not crash planning (nor plan extras
+    from a space it never stated): it admits, and the check of each case records the contract violation."""
+    from hostile_backends import Raises
+
+    backend = Raises(where="supports")
+    tier = list(pairwise())
+    plan = planning.build(tier, [backend], space())
+    assert plan.backends[backend.name].in_space == len(tier) and plan.backends[backend.name].extra == 0
+    result = check(backend, tier[0])
+    assert result.verdict == Verdict.ERROR and "supports() must return None or a reason, not raise" in result.reason
