@@ -142,7 +142,6 @@ def check_backward(
     precision: str = "strict",
     rerun_args: Sequence[str] = (),
     limit: TimeLimit = NO_LIMIT,
-    probe: Refusal | None = None,
 ) -> Result:
     """The backward check of one (backend, case): its gradients for the case's loss against the reference's,
     each tensor within its derived tolerance (`conformance.tolerance_backward`). Arguments as `check`.
@@ -180,7 +179,7 @@ def check_backward(
         )
         return result
     cotangents, expected = stored
-    tried = attempt_backward(backend, case, weights, inputs, cotangents, limit, probe)
+    tried = attempt_backward(backend, case, weights, inputs, cotangents, limit)
     result.timing.update(tried.timing)
     if tried.gradients is None:
         result.verdict, result.reason = tried.verdict or Verdict.ERROR, tried.reason
@@ -193,9 +192,6 @@ def check_backward(
         result.timing["compare_s"] = time.perf_counter() - started
         if result.verdict == Verdict.FAIL and case.lengths == "zero":
             _zero_length_backward(backend, case, reference, precision, limit, result)
-    if probe is not None:
-        result.probe = probe.key
-        confirm(result, probe)
     relabel(result, registry or [])
     return result
 

@@ -286,11 +286,10 @@ def attempt_backward(
     inputs: Inputs,
     cotangents: Cotangents,
     limit: TimeLimit = NO_LIMIT,
-    probe: Refusal | None = None,
 ) -> Attempt:
     """`attempt` for the backward check: the same refusals, copies, time limit and contract checks around
     `run_backward`. A backend that isn't `Differentiable` is `unsupported`, saying why."""
-    refused = refusal(backend, case, probe)
+    refused = refusal(backend, case)
     if refused is not None:
         return refused
     if not isinstance(backend, Differentiable):

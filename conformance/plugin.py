@@ -171,12 +171,13 @@ class ConformanceRun:
 
     def check(self, backend: Backend, case: Case, quantity: str = FORWARD) -> Result:
         """One (backend, case, quantity) result, written before it is returned: exactly one record, whatever
-        happens. `quantity` forward checks the outputs (`engine.check`), backward the gradients (`check_backward`);
-        both follow the plan, so a probe of a declared refusal is attempted for each quantity."""
+        happens. `quantity` forward checks the outputs (`engine.check`), backward the gradients (`check_backward`).
+        Both run the plan's tests; a probe of a declared refusal is attempted by the forward check (the library's
+        refusal to run the case is what confirms it), and the backward check of that pair reports the refusal."""
         if backend.name not in self.described:
             self.described.add(backend.name)
             self.describe(backend)
-        probe = self.tests.probe(backend.name, case.id)
+        probe = self.tests.probe(backend.name, case.id) if quantity == FORWARD else None
         try:
             if quantity == BACKWARD:
                 result = check_backward(
@@ -187,7 +188,6 @@ class ConformanceRun:
                     self.precision,
                     self.rerun_args,
                     limit=self.limit,
-                    probe=probe,
                 )
             else:
                 shared = self.attempts if any(i.applies(case) for i in self.invariants) else None

@@ -459,3 +459,21 @@ def test_a_supports_that_raises_admits_its_cases_and_each_check_records_the_erro
     assert plan.backends[backend.name].in_space == len(tier) and plan.backends[backend.name].extra == 0
     result = check(backend, tier[0])
     assert result.verdict == Verdict.ERROR and "supports() must return None or a reason, not raise" in result.reason
+
+
+@pytest.mark.e2e
+def test_a_probe_is_attempted_by_the_forward_check_and_the_backward_check_reports_the_refusal(
+    suite: Any, tmp_path: Path
+) -> None:
+    """A backward check can't confirm a declaration (a backend without gradients refuses every case for that
+    reason alone), so the forward check attempts the probe and the backward check of the pair says `supports`."""
+    planted = ("--backend-module", "planted_backends:stale_declaration", "--backends", "planted-stale-declaration")
+    run = suite(*planted, quantity="both")
+    assert run.returncode == 1, run.stdout[-3000:] + run.stderr[-3000:]
+    results = [r for r in read_records(tmp_path / "results.jsonl") if r["kind"] == "result"]
+    probes = [r for r in results if r.get("probe")]
+    assert probes and {r["quantity"] for r in probes} == {"forward"}
+    assert {r["verdict"] for r in probes if r["probe"] == FLOAT64.key} == {"unexpected_support"}
+    backward = {r["case_id"]: r for r in results if r["quantity"] == "backward"}
+    for probe in probes:
+        assert backward[probe["case_id"]]["verdict"] == "unsupported" and not backward[probe["case_id"]].get("probe")
