@@ -34,7 +34,15 @@ import numpy as np
 from backends import keras_common
 from backends.converters import keras_gru as conv
 from conformance.case import Case
-from conformance.contract import Availability, BaseBackend, UnsupportedCase, WorkerSpec, column, first_line
+from conformance.contract import (
+    Availability,
+    BaseBackend,
+    UnsupportedCase,
+    WorkerSpec,
+    column,
+    first_line,
+    smallest_case_runs,
+)
 from conformance.data import GruOutput, Inputs, Weights
 
 INSTALL_HINT = "pip install -e '.[tensorflow]' -c constraints.txt"
@@ -67,6 +75,7 @@ class TfliteGru(BaseBackend):
     conversion: str = "builtins"
     _layers: dict[tuple[Any, ...], list[Any]] = field(default_factory=dict, repr=False)
     facts: dict[str, Any] = field(default_factory=lambda: {"conversions": 0, "convert_s": 0.0}, repr=False)
+    _whole: Availability | None = field(default=None, repr=False)  # does LiteRT run this conversion at all?
 
     @property
     def name(self) -> str:
@@ -90,7 +99,9 @@ class TfliteGru(BaseBackend):
             )
         except RuntimeError as error:
             return Availability(False, str(error))
-        return Availability.ok()
+        if self._whole is None:  # once per worker: convert and run the smallest case for real
+            self._whole = smallest_case_runs(self.run)
+        return self._whole
 
     def supports(self, case: Case) -> str | None:
         lost = conv.cannot_represent(case.bias)

@@ -42,6 +42,28 @@ class UnsupportedCase(Exception):
     """
 
 
+# The smallest case the matrix can hold: a column whose library refuses even this checks nothing anywhere.
+SMALLEST_CASE = Case(input_size=1, hidden_size=1, batch=1, seq_len=1)
+
+
+def smallest_case_runs(run: Callable[[Case, Weights, Inputs], Any]) -> Availability:
+    """Availability of a column its library may refuse as a whole (OpenVINO compiles no HardSigmoid GRU;
+    LiteRT's pip build has no Select TF ops): run the smallest case for real. A refusal
+    (`UnsupportedCase`) makes it unavailable, quoting the library, instead of every case unsupported and
+    a run that checked nothing; asked of the library on every run, so the day it accepts, the column runs.
+    Anything else it raises is left to the checks to record."""
+    from conformance.data import case_data
+
+    weights, inputs = case_data(SMALLEST_CASE)
+    try:
+        run(SMALLEST_CASE, weights, inputs)
+    except UnsupportedCase as refusal:
+        return Availability(False, f"refuses even the smallest case ({SMALLEST_CASE.id}): {refusal}")
+    except Exception:  # a crash is a result of the checks, not an availability
+        return Availability.ok()
+    return Availability.ok()
+
+
 @runtime_checkable
 class Backend(Protocol):
     """One implementation on one device, e.g. `torch[cpu]` or `onnx-dynamo/ort[cpu]`."""
@@ -87,6 +109,42 @@ class PrecisionAware(Protocol):
     """
 
     def configure(self, precision: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A class of cases a backend declares, before running, that its library refuses.
+
+    `key` names the class (`ort-no-float64-gru`): every run still attempts one representative
+    of each class it meets, so a declaration that stops being true fails the run
+    (`unexpected_support`) instead of hiding cases. `reason` says why, in the library's terms.
+    """
+
+    key: str
+    reason: str
+
+
+@runtime_checkable
+class StaticCapabilities(Protocol):
+    """Optional: a backend that knows, without running anything, which cases its library refuses.
+
+    Why it matters: the tier is built from what `supports` admits (each backend gets its own
+    covering array, `conformance.plan`), so a refusal found only by running leaves pairs of the
+    backend's space unchecked. A backend implementing this returns the refusals' reasons from
+    `supports` (`refusal_reason`); the plan still attempts one representative per `key` (a probe,
+    preferably a case refused for that key alone), whose result quotes the library's own refusal,
+    or fails as `unexpected_support` when the library ran it after all.
+    `refusals` must be cheap and import nothing heavy: it is evaluated over the whole matrix.
+    """
+
+    def refusals(self, case: Case) -> tuple[Refusal, ...]:
+        """Every declared refusal that applies to `case`; empty when the library is expected to run it."""
+        ...
+
+
+def refusal_reason(refusals: tuple[Refusal, ...]) -> str | None:
+    """What `supports` returns for these refusals: their reasons, or None when there are none."""
+    return "; ".join(r.reason for r in refusals) or None
 
 
 @runtime_checkable

@@ -20,14 +20,14 @@ import numpy as np
 from conformance.case import Case
 from conformance.compare import ZERO_LENGTH
 from conformance.compare_backward import judge_gradients
-from conformance.contract import Backend, compute_format, declared_form
+from conformance.contract import Backend, Refusal, compute_format, declared_form
 from conformance.data import Cotangents, GruOutput, Inputs, Weights, case_data, make_cotangents
 from conformance.diagnosis import SEQUENCE_LENS, diagnose_failure, empty_item_ran, ignored_attributes
 from conformance.divergences import Divergence, Reproduces
 from conformance.forms import PYTORCH, Form, gru
 from conformance.oracle import gru_reference
 from conformance.oracle_backward import reference_gradients
-from conformance.pipeline import Attempts, Reference, attempt, attempt_backward, judge, relabel
+from conformance.pipeline import Attempts, Reference, attempt, attempt_backward, confirm, judge, relabel
 from conformance.records import BACKWARD, FORWARD, Result, rerun_command
 from conformance.time_limit import NO_LIMIT, TimeLimit
 from conformance.tolerance import derive
@@ -71,10 +71,13 @@ def check(
     rerun_args: Sequence[str] = (),
     limit: TimeLimit = NO_LIMIT,
     attempts: Attempts | None = None,
+    probe: Refusal | None = None,
 ) -> Result:
     """`rerun_args` are the run's options a rerun needs besides backend, case and reference
     (`--backend-module`, a non-default `--divergences`); `limit` is the per-case time limit;
-    `attempts` keeps the run for the invariant checks of the same pair (`conformance.invariants`)."""
+    `attempts` keeps the run for the invariant checks of the same pair (`conformance.invariants`).
+    `probe`: this case is the run's representative of a refusal the backend declares statically; it is
+    attempted anyway (`conformance.plan`), and not kept for the invariants (they stay unsupported)."""
     result = Result(
         case=case,
         backend=backend.name,
@@ -97,8 +100,8 @@ def check(
         weights, inputs, expected = reference.other_form(case, form)
     reference_s = time.perf_counter() - started
     tried = (
-        attempt(backend, case, weights, inputs, limit)
-        if attempts is None
+        attempt(backend, case, weights, inputs, limit, probe)
+        if attempts is None or probe is not None
         else attempts.get(backend, case, precision, weights, inputs, limit)
     )
     result.timing = {"reference_s": reference_s, **tried.timing}
@@ -111,6 +114,9 @@ def check(
         result.tolerance = tolerance.as_dict()
         result.verdict, result.checks, result.reason = judged.verdict, judged.checks, judged.reason
         result.timing["compare_s"] = time.perf_counter() - started
+    if probe is not None:
+        result.probe = probe.key
+        confirm(result, probe)
     relabel(result, registry or [], _variant_test(case, weights, inputs, expected, tried.output, result, form))
     empty = next((c for c in result.failing_checks if c.name == ZERO_LENGTH), None)
     if empty is not None and tried.output is not None:  # name what came back more exactly than compare can

@@ -2,6 +2,8 @@
 
     attempt  availability, supports, run      -> ran / refused (skipped, unsupported) / crashed (error)
     judge    compare with expected values     -> pass / fail / convention, with the checks behind it
+    confirm  a probe of a declared refusal    -> unsupported quoting the library / unexpected_support
+    confirm  a probe of a declared refusal    -> unsupported quoting the library / unexpected_support
     relabel  the known-divergence registry    -> known_divergence / unexpected_pass
 
 The backward check takes the same steps: `attempt_backward` (the same refusals, time limit and
@@ -31,6 +33,7 @@ from conformance.contract import (
     Availability,
     Backend,
     Differentiable,
+    Refusal,
     UnsupportedCase,
     WorkerFailure,
     backward_refusal,
@@ -124,8 +127,9 @@ def _kind(value: Any) -> str:
     return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__.split('.')[0]}.{cls.__qualname__}"
 
 
-def refusal(backend: Backend, case: Case) -> Attempt | None:
-    """`skipped` when the backend isn't available here, `unsupported` when it says it can't express the case;
+def refusal(backend: Backend, case: Case, probe: Refusal | None = None) -> Attempt | None:
+    """`skipped` when the backend isn't available here, `unsupported` when it says it can't express the case
+    (unless this case is a `probe`: the representative of a declared refusal, attempted anyway);
     `error` when `availability` or `supports` breaks the contract (raises, or returns the wrong type)."""
     tried = capture(lambda: backend.availability())
     if tried.error is not None:
@@ -135,6 +139,8 @@ def refusal(backend: Backend, case: Case) -> Attempt | None:
         return Attempt(Verdict.ERROR, reason=f"availability returned {_kind(availability)}; expected Availability")
     if not availability.available:
         return Attempt(Verdict.SKIPPED, reason=availability.describe())
+    if probe is not None:
+        return None
     tried = capture(lambda: backend.supports(case))
     if tried.error is not None:
         return Attempt(
@@ -245,15 +251,22 @@ def _limited(backend: Backend, case: Case, limit: TimeLimit, what: str, call: Ca
     return outcome.value, Attempt(None, timing=timing)
 
 
-def attempt(backend: Backend, case: Case, weights: Weights, inputs: Inputs, limit: TimeLimit = NO_LIMIT) -> Attempt:
+def attempt(
+    backend: Backend,
+    case: Case,
+    weights: Weights,
+    inputs: Inputs,
+    limit: TimeLimit = NO_LIMIT,
+    probe: Refusal | None = None,
+) -> Attempt:
     """Availability, supports, run: never raises for anything the backend does (a crash is a result).
 
     The backend gets its own copies of the data (`fresh`), so nothing it does to them reaches the
     expected values or the next backend, and its `run` is held to the per-case time limit: in a
     thread for an in-process backend, by its worker process (killed and restarted past the limit)
-    for an out-of-process one.
+    for an out-of-process one. A `probe` is attempted past `supports` (`refusal`).
     """
-    refused = refusal(backend, case)
+    refused = refusal(backend, case, probe)
     if refused is not None:
         return refused
     mine = fresh(weights, inputs)
@@ -305,6 +318,25 @@ def judge(
     """Compare one output with the expected one; the reason lists every failing check's message."""
     checks = compare(case, expected, actual, tolerance, lengths)
     return Judgement(verdict_of(checks), checks, "\n".join(c.message for c in checks if not c.passed))
+
+
+def confirm(result: Result, probe: Refusal) -> None:
+    """Judge a probe: the declaration holds when the library refuses (the reason quotes it, first line);
+    a probe that ran and agrees is `unexpected_support`, failing like `unexpected_pass`; one that ran
+    and disagrees keeps its failure, its reason saying the declaration is stale too."""
+    declared = f"declared unsupported ({probe.key}): {probe.reason}"
+    if result.verdict == Verdict.UNSUPPORTED:
+        result.reason = f"{result.reason}\n(this run's probe of the declared refusal {probe.key}: confirmed)"
+    elif result.verdict in (Verdict.PASS, Verdict.CONVENTION):
+        agrees = "agrees with the reference" if result.verdict == Verdict.PASS else "agrees at valid positions"
+        result.verdict = Verdict.UNEXPECTED_SUPPORT
+        result.reason = (
+            f"{declared}; but the library ran this probe of it and the output {agrees}: "
+            "remove or narrow the declaration (the adapter's `refusals`)"
+            + (f"\n{result.reason}" if result.reason else "")
+        )
+    elif result.verdict != Verdict.SKIPPED:
+        result.reason = f"{declared}; but attempting this probe of it gave:\n{result.reason}"
 
 
 def relabel(result: Result, registry: list[Divergence], reproduces: Reproduces | None = None) -> None:

@@ -17,17 +17,20 @@ import re
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conformance import cross_device, divergences, matrix, selection, sharding, time_limit
+from conformance import accounting, cross_device, divergences, matrix, selection, sharding, time_limit
 from conformance import invariants as invariant_checks
+from conformance import plan as planning
 from conformance.backend_summary import BackendSummary, summarize
 from conformance.case import Case, CaseError
 from conformance.contract import Availability, Backend, Differentiable, Preparing, declared_form, first_line
+from conformance.coverage import Space
 from conformance.diagnosis import registry_variant_ids
 from conformance.engine import ORACLE, check, check_backward
 from conformance.environment import environment
@@ -83,8 +86,12 @@ class ConformanceRun:
     results_path: Path
     precision: str
     worker: str
+    tests: planning.Plan  # the (case, backend) tests: shared, each backend's extras, probes
+    shape: accounting.RunShape  # what decides whether a backend's shortfall fails the run
     described: set[str] = field(default_factory=set)
     verdicts: Counter[str] = field(default_factory=Counter)
+    accounts: list[accounting.Account] = field(default_factory=list)  # per backend, at the end (controller)
+    plan_shown: bool = False
     reference: Reference = ORACLE  # or stored vectors (--vectors)
     rerun_args: tuple[str, ...] = ()  # options a rerun command needs besides backend, case and reference
     probes: dict[str, str] = field(default_factory=dict)  # --explain: backend -> what its probe found
@@ -93,10 +100,12 @@ class ConformanceRun:
     quantities: tuple[str, ...] = QUANTITIES  # --quantity: forward, backward or both
     invariants: list[invariant_checks.Invariant] = field(default_factory=list)  # the tier's ([invariants])
     attempts: Attempts = field(default_factory=Attempts)  # case runs kept for the invariants of the same pair
+    space: Callable[[], Space] | None = None  # the matrix's space, built on demand (`conformance.plan.space`)
 
     def prepare(self, items: list[pytest.Item]) -> list[str]:
         """Let backends that build models up front (ONNX exports) build all they will need at once, in parallel.
 
+        Cases a backend refuses statically are left out (nothing to build), except the probes.
         A backend whose `prepare` raises is not prepared (its cases then build lazily, or fail as results);
         the problems are returned for a warning."""
         wanted: dict[str, list[Case]] = {}
@@ -109,11 +118,16 @@ class ConformanceRun:
                 backend, Differentiable
             ):
                 continue  # its backward check is refused before any model is built
+            if not _prepares(backend):
+                continue
+            case = params.params["case"]
+            if planning.supports_of(backend)(case) is not None and self.tests.probe(backend.name, case.id) is None:
+                continue  # refused statically: nothing to build
             cases = wanted.setdefault(backend.name, [])
             extra = params.params["invariant"].cases(params.params["case"]) if "invariant" in params.params else []
-            for case in [params.params["case"], *extra]:  # an invariant's transformed copies need models too
-                if case not in cases:  # the forward and the backward test share a case
-                    cases.append(case)
+            for needed in [case, *extra]:  # an invariant's transformed copies need models too
+                if needed not in cases:  # the forward and the backward test share a case
+                    cases.append(needed)
         problems = []
         for backend in self.backends:
             if isinstance(backend, Preparing) and wanted.get(backend.name):
@@ -157,14 +171,23 @@ class ConformanceRun:
 
     def check(self, backend: Backend, case: Case, quantity: str = FORWARD) -> Result:
         """One (backend, case, quantity) result, written before it is returned: exactly one record, whatever
-        happens. `quantity` forward checks the outputs (`engine.check`), backward the gradients (`check_backward`)."""
+        happens. `quantity` forward checks the outputs (`engine.check`), backward the gradients (`check_backward`).
+        Both run the plan's tests; a probe of a declared refusal is attempted by the forward check (the library's
+        refusal to run the case is what confirms it), and the backward check of that pair reports the refusal."""
         if backend.name not in self.described:
             self.described.add(backend.name)
             self.describe(backend)
+        probe = self.tests.probe(backend.name, case.id) if quantity == FORWARD else None
         try:
             if quantity == BACKWARD:
                 result = check_backward(
-                    backend, case, self.reference, self.registry, self.precision, self.rerun_args, limit=self.limit
+                    backend,
+                    case,
+                    self.reference,
+                    self.registry,
+                    self.precision,
+                    self.rerun_args,
+                    limit=self.limit,
                 )
             else:
                 shared = self.attempts if any(i.applies(case) for i in self.invariants) else None
@@ -177,6 +200,7 @@ class ConformanceRun:
                     self.rerun_args,
                     limit=self.limit,
                     attempts=shared,
+                    probe=probe,
                 )
         except KeyboardInterrupt:
             raise
@@ -224,6 +248,10 @@ class ConformanceRun:
         result = cross_device.check(pair, case, self.precision, lambda c: self.reference.load(c)[:2], self.limit)
         self.writer.write(result.as_record())
         return result
+
+
+def _prepares(backend: Backend) -> bool:
+    return isinstance(backend, Preparing)
 
 
 def _not_json(value: Any) -> str | None:
@@ -443,6 +471,7 @@ def _build_run(config: pytest.Config) -> ConformanceRun:
     _check_options(opt)
     seed = 0 if opt.seed is None else opt.seed
     reference: Reference = ORACLE
+    matrix_path = _matrix_path(opt)
     try:
         if opt.vectors:
             cases, reference = _vectors_cases(opt.vectors, opt.case)
@@ -451,10 +480,17 @@ def _build_run(config: pytest.Config) -> ConformanceRun:
             cases = [Case.from_id(case_id) for case_id in opt.case]
             _oversized(cases)
         else:
-            cases = matrix.cases(opt.tier, seed, _matrix_path(opt))
-            cases += [c for c in matrix.zero_length(seed, _matrix_path(opt)) if c not in cases]
-        cases = sharding.select(cases, sharding.parse(opt.shard) if opt.shard else None)
+            cases = matrix.cases(opt.tier, seed, matrix_path)
+            # Declared extras every tier adds, on every backend; outside the matrix's space (lengths "zero"
+            # isn't one of its values), so they count for no backend's own pair coverage plan.
+            cases += [c for c in matrix.zero_length(seed, matrix_path) if c not in cases]
+        shard = sharding.parse(opt.shard) if opt.shard else None
         backends = selection.select(_split(opt.backends), opt.device, opt.backend_module, opt.precision)
+        tier = "vectors" if opt.vectors else "case" if opt.case else opt.tier
+        strength = planning.STRENGTH.get(tier)
+        space = planning.space(matrix.load(matrix_path), seed, strength) if strength else None
+        plan = planning.build(cases, backends, space).shard(shard)
+        cases = plan.cases
         registry = divergences.load(
             Path(opt.divergences) if opt.divergences else divergences.DEFAULT_REGISTRY,
             variants=registry_variant_ids(),
@@ -465,7 +501,7 @@ def _build_run(config: pytest.Config) -> ConformanceRun:
         elif opt.case or opt.vectors:
             invariant_names = []
         else:
-            invariant_names = matrix.invariants(opt.tier, _matrix_path(opt))
+            invariant_names = matrix.invariants(opt.tier, matrix_path)
         invariant_list = invariant_checks.named(invariant_names, "--invariant")
     except (
         CaseError,
@@ -504,8 +540,10 @@ def _build_run(config: pytest.Config) -> ConformanceRun:
         writer.write(
             environment(
                 {
-                    "tier": "vectors" if opt.vectors else "case" if opt.case else opt.tier,
+                    "tier": tier,
                     "cases": len(cases),
+                    "tests": len(plan.items),
+                    "plan": {name: b.as_dict() for name, b in plan.backends.items()},
                     "seed": seed if not (opt.case or opt.vectors) else seeds[0] if len(seeds) == 1 else None,
                     "device": opt.device,
                     "precision": opt.precision,
@@ -520,6 +558,7 @@ def _build_run(config: pytest.Config) -> ConformanceRun:
             )
             | {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         )
+    named = frozenset(b.name for b in backends if any(t in (b.name, b.family) for t in _split(opt.backends) or []))
     return ConformanceRun(
         cases,
         backends,
@@ -528,8 +567,20 @@ def _build_run(config: pytest.Config) -> ConformanceRun:
         results_path,
         opt.precision,
         worker,
+        plan,
+        accounting.RunShape(
+            tier,
+            strength is not None,
+            opt.shard,
+            strength or 2,
+            plan.dimensions,
+            named,
+            FORWARD if FORWARD in QUANTITY_CHOICES[opt.quantity] else BACKWARD,
+            frozenset(b.name for b in backends if isinstance(b, Differentiable)),
+        ),
         reference=reference,
         rerun_args=_rerun_args(opt),
+        space=lambda: planning.space(matrix.load(matrix_path), seed),
         limit=TimeLimit(opt.case_timeout),
         quantities=QUANTITY_CHOICES[opt.quantity],
         invariants=invariant_list,
@@ -588,11 +639,28 @@ def _vectors_cases(root: str, case_ids: list[str] | None) -> tuple[list[Case], R
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Outside xdist, build models up front; under xdist each worker builds lazily (no duplicate exports)."""
+    """Print the plan; outside xdist, build models up front (under xdist each worker builds lazily, no duplicate
+    exports)."""
     run = session.config.stash.get(RUN_KEY, None)
-    if run is not None and run.worker == "main" and session.items:
+    if run is None or run.worker != "main":
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and reporter.verbosity >= 0 and not run.plan_shown:  # activated by collection
+        run.plan_shown = True
+        for line in plan_lines(run.tests, run.shape.tier):
+            reporter.write_line(line)
+    if session.items:
         for problem in run.prepare(session.items):
             run.warnings.append(problem)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """The plan (the tier's size per backend) under pytest's header, when the command line started the run."""
+    run = config.stash.get(RUN_KEY, None)
+    if run is None or run.worker != "main":
+        return []
+    run.plan_shown = True
+    return plan_lines(run.tests, run.shape.tier)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -671,13 +739,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         run = activate(metafunc.config)
         if _not_selected(metafunc, run, ("case", "backend")):
             return
-        pairs = [(case, backend) for case in run.cases for backend in run.backends]
-        metafunc.parametrize(("case", "backend"), pairs, ids=[f"{b.name}-{c.id}" for c, b in pairs])
+        items = run.tests.items  # the plan's (case, backend) tests: the forward and the backward check alike
+        metafunc.parametrize(("case", "backend"), [(p.case, p.backend) for p in items], ids=[p.id for p in items])
     if {"case", "backend", "invariant"} <= set(metafunc.fixturenames):
         run = activate(metafunc.config)
         if _not_selected(metafunc, run, ("case", "backend", "invariant")):
             return
-        triples = [
+        triples = [  # over the tier's shared cases on every backend (not the extras: README § Invariants)
             pytest.param(case, backend, invariant, id=f"{invariant.name}-{backend.name}-{case.id}")
             for case in run.cases
             for backend in run.backends
@@ -731,9 +799,21 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     merge_worker_files(run.results_path, workers)
     if session.config.option.explain:
         _explain(session.config, run)
-    counts = Counter(r["verdict"] for r in read_records(run.results_path) if r["kind"] == RESULT)
+    case_dicts: dict[str, dict[str, Any]] = {}
+    counts: Counter[str] = Counter()
+    results = []
+    for record in read_records(run.results_path):
+        if record["kind"] == RESULT:
+            counts[record["verdict"]] += 1
+            if accounting.counts_for(record, run.shape):
+                results.append(accounting.slim(record, case_dicts))
     run.verdicts = counts
+    run.accounts = planning.account(run.tests, run.backends, results, run.shape, run.space)
+    if any(a.fails for a in run.accounts) and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = exitstatus = pytest.ExitCode.TESTS_FAILED  # a green run must have checked something
     end = ResultsWriter(run.results_path, run.writer.run_id)
+    for found in run.accounts:
+        end.write(found.as_record(run.shape))
     end.write(
         {
             "kind": END,
@@ -790,30 +870,62 @@ COLUMNS = (
     Verdict.FAIL,
     Verdict.ERROR,
     Verdict.UNEXPECTED_PASS,
+    Verdict.UNEXPECTED_SUPPORT,
     Verdict.CONVENTION,
     Verdict.KNOWN_DIVERGENCE,
     Verdict.UNSUPPORTED,
     Verdict.SKIPPED,
 )
-HEADINGS = ("pass", "fail", "error", "unexp", "conv", "known", "unsup", "skip")
+HEADINGS = ("pass", "fail", "error", "unexp", "xsupp", "conv", "known", "unsup", "skip")
 
 
-def summary_table(summaries: list[BackendSummary], probes: dict[str, str] | None = None) -> list[str]:
-    """One row of verdict counts per backend and quantity (`torch[cpu] (backward)`); under a row that fails or
-    checked nothing, why."""
+def summary_table(
+    summaries: list[BackendSummary],
+    accounts: list[accounting.Account] | None = None,
+    probes: dict[str, str] | None = None,
+    quantity: str = FORWARD,
+) -> list[str]:
+    """One row per backend and quantity (`torch[cpu] (backward)`): tests, checked, its own pair coverage (on the
+    rows of the `quantity` the accounts count), verdict counts; under a row that fails or checked nothing, or
+    a backend that covers less than its space, why."""
     if not summaries:
         return []
     probes = probes or {}
+    found = {a.backend: a for a in accounts or []}
     width = max(len(s.label) for s in summaries)
-    lines = [f"{'backend':<{width}}  " + " ".join(f"{h:>5}" for h in HEADINGS)]
+    pairs = {s.backend: found[s.backend].coverage for s in summaries if s.backend in found}
+    pair_width = max([5, *(len(c.fraction()) for c in pairs.values() if c is not None)])
+    head = f"{'backend':<{width}}  {'tests':>5} {'checked':>7} {'pairs':>{pair_width}}  "
+    lines = [head + " ".join(f"{h:>5}" for h in HEADINGS)]
     for s in summaries:
-        lines.append(f"{s.label:<{width}}  " + " ".join(f"{s.counts[v.value] or '.':>5}" for v in COLUMNS))
+        account = found.get(s.backend) if s.quantity == quantity else None
+        checked = account.checked if account else s.ran
+        coverage = pairs.get(s.backend) if account else None
+        fraction = coverage.fraction() if coverage is not None else "-"
+        row = f"{s.label:<{width}}  {s.total:>5} {checked:>7} {fraction:>{pair_width}}  "
+        lines.append(
+            row
+            + " ".join(f"{s.counts[v.value] or '.':>{max(5, len(h))}}" for v, h in zip(COLUMNS, HEADINGS, strict=True))
+        )
         if s.failing or s.ran == 0:
             lines.append(f"  {s.line()}")
         if s.backend in probes and s.quantity == FORWARD:
             lines.append(f"  {probes[s.backend]}")
         if s.invariant_line():
             lines.append(f"  {s.invariant_line()}")
+        if account is not None and account.message:
+            lines.append(f"  {'FAILS THE RUN: ' if account.fails else ''}{account.message}")
+    return lines
+
+
+def plan_lines(plan: planning.Plan, tier: str) -> list[str]:
+    """The tier's size per backend, before the run: shared cases, extras for its own coverage, probes."""
+    if not plan.backends:
+        return []
+    width = max(len(name) for name in plan.backends)
+    own = "; each backend adds the cases that cover its own space" if plan.covering else ""
+    lines = [f"GRU conformance plan ({tier}): {len(plan.cases)} shared case(s), {len(plan.items)} tests{own}"]
+    lines += [f"  {name:<{width}}  {b.tests:>4} tests: {b.line()}" for name, b in plan.backends.items()]
     return lines
 
 
@@ -823,12 +935,19 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         return
     terminalreporter.section("GRU conformance")
     summaries = summarize(read_records(run.results_path)) if run.results_path.exists() else []
-    for line in summary_table(summaries, run.probes):
+    for line in summary_table(summaries, run.accounts, run.probes, run.shape.quantity):
         terminalreporter.write_line(line)
     for warning in run.warnings:
         terminalreporter.write_line(f"warning: {warning}", yellow=True)
     counts = ", ".join(f"{n} {v}" for v, n in sorted(run.verdicts.items())) or "no results"
     terminalreporter.write_line(f"verdicts: {counts}")
+    failing = [a for a in run.accounts if a.fails]
+    if failing:
+        terminalreporter.write_line(
+            f"the run fails: {len(failing)} backend(s) checked nothing ({', '.join(a.backend for a in failing)})",
+            red=True,
+            bold=True,
+        )
     terminalreporter.write_line(f"results: {run.results_path}")
     if REPORT_KEY in config.stash:
         terminalreporter.write_line(f"report: {config.stash[REPORT_KEY]}")

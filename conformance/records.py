@@ -4,11 +4,13 @@ This is the records layer: what a check leaves behind, with no numerical imports
 (no numpy, no oracle), so `reports/` can read and render results without loading
 the machinery that produced them.
 
-One file holds records of five kinds, each a JSON object with a "kind" key:
+One file holds records of seven kinds, each a JSON object with a "kind" key:
   environment   once per run (and per xdist worker): machine, versions, options
   backend       once per backend per process: its notes (versions, precision, export facts)
   result        one per (case, backend, quantity: forward or backward), written the moment it finishes
   cross_device  one per (case, device pair): the same backend on CPU and GPU compared directly
+  coverage      once per backend, when the run finishes: its plan, its own space of value
+                pairs, what it checked, and whether that let the run pass (`conformance.accounting`)
   probe         with --explain, one per failing backend: its failing cases' one-field neighbours
   end           once, when the run finishes; a file without it is partial
 Readers ignore kinds they don't know and a truncated last line, so a crash loses
@@ -37,9 +39,10 @@ ENVIRONMENT = "environment"
 BACKEND = "backend"
 RESULT = "result"
 CROSS_DEVICE = "cross_device"
+COVERAGE = "coverage"
 PROBE = "probe"
 END = "end"
-KINDS = (ENVIRONMENT, BACKEND, RESULT, CROSS_DEVICE, PROBE, END)
+KINDS = (ENVIRONMENT, BACKEND, RESULT, CROSS_DEVICE, COVERAGE, PROBE, END)
 
 # What a failing check means: "shape" and "dtype" (the backend returned the wrong
 # kind of thing), "arithmetic" (numbers differ beyond tolerance), "convention"
@@ -162,6 +165,7 @@ class Result:
     precision: str = "strict"
     reference: str = "oracle"  # or the vectors directory the expected values came from
     diagnosis: dict[str, Any] | None = None  # the likely mistake behind a failure (conformance.diagnosis)
+    probe: str | None = None  # the declared refusal this case was attempted to confirm (`conformance.plan`)
     quantity: str = FORWARD  # what was checked: outputs (forward) or gradients (backward); one of QUANTITIES
     check: str = ORACLE_CHECK  # which check produced it: "oracle", or "invariant:<name>" (conformance.invariants)
 
@@ -192,6 +196,7 @@ class Result:
             "precision": self.precision,
             "reference": self.reference,
             "diagnosis": self.diagnosis,
+            "probe": self.probe,
             "quantity": self.quantity,
             "check": self.check,
         }
@@ -213,6 +218,7 @@ class Result:
             precision=record.get("precision", "strict"),
             reference=record.get("reference", "oracle"),
             diagnosis=record.get("diagnosis"),
+            probe=record.get("probe"),
             quantity=record.get("quantity", FORWARD),  # written before the backward check: forward
             check=record.get("check", ORACLE_CHECK),
         )

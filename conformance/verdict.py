@@ -20,6 +20,7 @@ class Verdict(StrEnum):
     ERROR = "error"  # the backend broke: raised, crashed, or broke the adapter contract
     FAIL = "fail"  # shape, dtype or arithmetic disagreement
     UNEXPECTED_PASS = "unexpected_pass"  # a registry entry no longer reproduces
+    UNEXPECTED_SUPPORT = "unexpected_support"  # a case declared unsupported ran and agreed: the declaration is stale
     KNOWN_DIVERGENCE = "known_divergence"  # fails as a registry entry says it does
     CONVENTION = "convention"  # only padded positions differ (documented behaviour, not arithmetic)
     UNSUPPORTED = "unsupported"  # the backend can't express the case; the reason quotes the library
@@ -34,7 +35,7 @@ class Verdict(StrEnum):
     @property
     def failing(self) -> bool:
         """Whether this verdict makes a run fail (pytest exit 1)."""
-        return self in (Verdict.ERROR, Verdict.FAIL, Verdict.UNEXPECTED_PASS)
+        return self in (Verdict.ERROR, Verdict.FAIL, Verdict.UNEXPECTED_PASS, Verdict.UNEXPECTED_SUPPORT)
 
     @property
     def outcome(self) -> Outcome:

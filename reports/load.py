@@ -18,7 +18,16 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, overload
 
-from conformance.records import CROSS_DEVICE, FORWARD, ORACLE_CHECK, PYTORCH_FORM, QUANTITIES, check_of, read_records
+from conformance.records import (
+    COVERAGE,
+    CROSS_DEVICE,
+    FORWARD,
+    ORACLE_CHECK,
+    PYTORCH_FORM,
+    QUANTITIES,
+    check_of,
+    read_records,
+)
 from conformance.verdict import Verdict
 
 FLAKY = "flaky"
@@ -54,7 +63,8 @@ class Run:
         if self.torn:
             reasons.append("the last line was cut off mid-write")
         quantities = len(QUANTITIES) if self.options.get("quantity") == "both" else 1
-        expected = self.options.get("cases", 0) * len(self.options.get("backends", [])) * quantities
+        per_quantity = self.options.get("tests") or self.options.get("cases", 0) * len(self.options.get("backends", []))
+        expected = per_quantity * quantities
         if expected and self.results < expected:
             reasons.append(f"{self.results} of {expected} results recorded")
         return reasons
@@ -72,6 +82,14 @@ class Column:
     env_label: str = ""
     notes: list[dict[str, Any]] = field(default_factory=list)
     availability: list[str] = field(default_factory=list)
+    # From its `coverage` records (`conformance.accounting`): its space of value pairs (the union over
+    # runs), how they are named, and what each run said about it.
+    space: set[str] | None = None
+    dimensions: list[str] = field(default_factory=list)
+    strength: int = 2
+    messages: list[str] = field(default_factory=list)
+    fails: bool = False
+    covered_quantity: str = FORWARD  # the quantity whose checks the coverage records count
     form: str = ""  # the GRU form the backend declares (its record's "form"); "" in older files: PyTorch's
 
 
@@ -244,6 +262,7 @@ def load(paths: Sequence[Path]) -> Merged:
     raw_results: list[tuple[Run, dict[str, Any], dict[str, Any]]] = []
     case_dicts: dict[str, dict[str, Any]] = {}
     backend_records: list[tuple[Run, dict[str, Any]]] = []
+    coverage_records: list[tuple[Run, dict[str, Any]]] = []
     raw_cross: list[tuple[Run, dict[str, Any], dict[str, Any]]] = []
     raw_invariants: list[tuple[Run, dict[str, Any], dict[str, Any]]] = []
     for path in paths:
@@ -260,6 +279,8 @@ def load(paths: Sequence[Path]) -> Merged:
                 run.end = record
             elif kind == "backend":
                 backend_records.append((run, record))
+            elif kind == COVERAGE:
+                coverage_records.append((run, record))
             elif kind == "result":
                 if check_of(record) != ORACLE_CHECK:
                     meta = {k: record.get(k) for k in ("backend", "family", "device", "case_id")}
@@ -304,6 +325,17 @@ def load(paths: Sequence[Path]) -> Merged:
         if not record.get("available", True) and record.get("availability") not in column.availability:
             column.availability.append(record.get("availability", ""))
         run.backend_notes[record["backend"]] = notes
+
+    for run, record in coverage_records:
+        column = column_for(run, record)
+        if record.get("space") is not None:
+            column.space = (column.space or set()) | set(record["space"])
+            column.dimensions = list(record.get("dimensions") or column.dimensions)
+            column.strength = int(record.get("strength") or 2)
+        if record.get("message") and record["message"] not in column.messages:
+            column.messages.append(record["message"])
+        column.fails = column.fails or bool(record.get("fails"))
+        column.covered_quantity = str(record.get("quantity") or FORWARD)
 
     entries: dict[tuple[str, str, str], Entry] = {}
     for run, meta, slim in raw_results:

@@ -23,7 +23,9 @@ from reports.load import HEADLINE_PACKAGES, SEVERITY, Merged, Run, load
 from reports.summary import (
     STATUSES,
     Change,
+    ColumnCoverage,
     cells,
+    column_coverage,
     compare,
     cross_device_cells,
     features,
@@ -128,10 +130,14 @@ def _divergence_rows(merged: Merged, registry_path: Path | None) -> list[dict[st
     return rows
 
 
-def backend_lines(merged: Merged) -> list[dict[str, str]]:
+def backend_lines(merged: Merged, covered: dict[str, ColumnCoverage] | None = None) -> list[dict[str, str]]:
     """Per column and quantity, one line that says what agrees, what doesn't and why
     (`conformance.backend_summary`), computed from each case's most severe occurrence; a column's
-    backward line (gradients) follows its forward one, labelled `torch[cpu] (backward)`."""
+    backward line (gradients) follows its forward one, labelled `torch[cpu] (backward)`. The line of the
+    quantity its coverage counts starts with what it checked and how much of its own space that covers,
+    and ends with what the run said about it (`conformance.accounting`), e.g. that it checked nothing."""
+    covered = covered if covered is not None else column_coverage(merged)
+    columns = {c.key: c for c in merged.columns}
     labels = {c.key: c.backend + (f" ({c.env_label})" if c.env_label else "") for c in merged.columns}
     records = [
         {
@@ -146,14 +152,22 @@ def backend_lines(merged: Merged) -> list[dict[str, str]]:
     ]
     lines = []
     for found in summarize(records):
-        status = "fail" if found.failing else "nothing" if found.ran == 0 else "pass"
+        column = columns.get(found.backend)
+        counted = column is None or found.quantity == column.covered_quantity
+        mine = covered.get(found.backend) if counted else None
+        partial = mine is not None and mine.coverage is not None and not mine.coverage.complete
+        failing = found.failing or (counted and column is not None and column.fails)
+        status = "fail" if failing else "nothing" if found.ran == 0 else "partial" if partial else "pass"
+        text = (f"{mine.describe()}. " if mine is not None else "") + found.line()
+        if counted and column is not None and column.messages:
+            text += ". " + " ".join(("Fails the run: " if column.fails else "") + m for m in column.messages)
         label = labels.get(found.backend, found.backend)
         lines.append(
             {
                 "column": found.backend,
                 "quantity": found.quantity,
                 "label": label if found.quantity == FORWARD else f"{label} ({found.quantity})",
-                "text": found.line(),
+                "text": text,
                 "status": status,
             }
         )
@@ -189,7 +203,8 @@ def render(
     table = cells(merged, rows)
     backward = cells(merged, rows, BACKWARD) if any(e.quantity == BACKWARD for e in merged.entries) else None
     cross = cross_device_cells(merged)
-    data = summary(merged, rows, table, cross, backward)
+    covered = column_coverage(merged)
+    data = summary(merged, rows, table, cross, backward, covered)
     data["invariants"] = semantics.summary(merged)  # additive: column -> check -> cell
     changes: list[Change] = []
     if compare_to is not None:
@@ -214,7 +229,8 @@ def render(
         "seeds": sorted({str(r["seed"]) for r in runs}),
         "dates": sorted({str(r["started"])[:10] for r in runs}),
         "counts": [(v, counts[v]) for v in SEVERITY if counts[v]],
-        "backend_lines": backend_lines(merged),
+        "backend_lines": backend_lines(merged, covered),
+        "coverage": covered,
         "total": sum(counts.values()),
         "statuses": STATUSES,
         "families": families,

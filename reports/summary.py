@@ -15,6 +15,7 @@ from typing import Any
 
 from conformance import schema
 from conformance.case import DTYPES, LENGTHS
+from conformance.pairs import CHECKED, Coverage, coverage, unit
 from conformance.records import BACKWARD, FORWARD
 from conformance.schema import SchemaError
 from conformance.verdict import Verdict
@@ -160,6 +161,49 @@ def cells(merged: Merged, rows: list[Feature], quantity: str = FORWARD) -> dict[
     return table
 
 
+@dataclass
+class ColumnCoverage:
+    """What a column checked and how much of its own space of value pairs that covers (over every run merged)."""
+
+    tests: int
+    checked: int
+    coverage: Coverage | None  # None when no run recorded the column's space (smoke, --case)
+
+    def short(self) -> str:
+        """The column heading's line: `16 checked · 352/352 pairs`."""
+        if self.coverage is None:
+            return f"{self.checked} checked"
+        return f"{self.checked} checked · {self.coverage.fraction()} {unit(self.coverage.strength).split()[-1]}"
+
+    def describe(self) -> str:
+        text = f"checked {self.checked} of {self.tests} cases"
+        return text + (f"; {self.coverage.describe()}" if self.coverage is not None else "")
+
+    def as_dict(self) -> dict[str, Any]:
+        pairs = None if self.coverage is None else [len(self.coverage.covered), len(self.coverage.space)]
+        return {"tests": self.tests, "checked": self.checked, "pairs": pairs}
+
+
+def column_coverage(merged: Merged) -> dict[str, ColumnCoverage]:
+    """Column key -> its coverage; a case counts as checked when any run compared its output (in the quantity
+    its coverage records count: the forward check unless the runs checked gradients only)."""
+    checked_names = {v.value for v in CHECKED}
+    counted = {c.key: c.covered_quantity for c in merged.columns}
+    by_column: dict[str, list[Entry]] = {}
+    for entry in merged.entries:
+        if entry.quantity == counted.get(entry.column, FORWARD):
+            by_column.setdefault(entry.column, []).append(entry)
+    found: dict[str, ColumnCoverage] = {}
+    for column in merged.columns:
+        mine = by_column.get(column.key, [])
+        checked = [e for e in mine if any(r["verdict"] in checked_names for r in e.seen)]
+        covers = None
+        if column.space is not None:
+            covers = coverage(column.space, column.dimensions, [e.case for e in checked], column.strength)
+        found[column.key] = ColumnCoverage(len(mine), len(checked), covers)
+    return found
+
+
 CROSS_DEVICE = "cross_device"  # the summary's key, and the feature a `--compare` line names
 BACKWARD_CELLS = BACKWARD  # the summary's key of the backward matrix (column -> feature -> cell)
 CROSS_DEVICE_LABEL = "cross-device (CPU vs GPU)"
@@ -183,6 +227,7 @@ def summary(
     table: dict[str, dict[str, Cell]],
     cross: dict[str, Cell] | None = None,
     backward: dict[str, dict[str, Cell]] | None = None,
+    covered: dict[str, ColumnCoverage] | None = None,
 ) -> dict[str, Any]:
     """The machine-readable twin of the matrices: same input, byte-identical output. `cells` is the forward
     matrix; `backward` the backward one (gradients), columns that ran no backward check left out."""
@@ -192,6 +237,8 @@ def summary(
         if any(cell.n or cell.counts for cell in row.values())
     }
     return {
+        # Column -> tests, checked, and [covered, total] value pairs of its own space (null when not recorded).
+        "coverage": {key: c.as_dict() for key, c in sorted((covered or {}).items())},
         "schema": SUMMARY_SCHEMA,
         "partial": merged.partial,
         "runs": sorted(

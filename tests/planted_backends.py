@@ -13,6 +13,7 @@ import numpy as np
 from example_gru_backend.adapter import NumpyGru
 
 from conformance.case import Case
+from conformance.contract import Refusal, UnsupportedCase, refusal_reason
 from conformance.data import GruOutput, Inputs, Weights
 from conformance.dtypes import quantize
 
@@ -255,6 +256,122 @@ INVARIANT_BREAKERS = {
 def swapped_rz() -> Iterator[NumpyGru]:
     """A factory for `--backend-module planted_backends:swapped_rz`."""
     yield SwappedRZ()
+
+
+# -- Backends with narrow or declared support: what each backend's own coverage must handle ----------
+
+
+def narrow_refusal(case: Case) -> str | None:
+    """One layer, one direction, no packing, float32: the support of many a third-party GRU."""
+    if case.num_layers != 1 or case.bidirectional or case.packed or case.dtype != "float32":
+        return "planted narrow GRU: one layer, one direction, dense input, float32 only"
+    return None
+
+
+@dataclass
+class NarrowGru(NumpyGru):
+    """A correct GRU that supports little: on the shared pairwise tier alone it checks nothing."""
+
+    family: str = "planted-narrow"
+
+    def supports(self, case: Case) -> str | None:
+        return narrow_refusal(case)
+
+
+@dataclass
+class NarrowIgnoresH0WhenBatchFirst(NarrowGru):
+    """Narrow, and starts from zeros instead of h0 when the input is batch-first (a layout branch that
+    forgot the initial state): wrong only where batch_first and initial_state meet, a pair of its own space."""
+
+    family: str = "planted-narrow-h0"
+
+    def run(self, case: Case, weights: Weights, inputs: Inputs) -> GruOutput:
+        if case.batch_first and inputs.h0 is not None:
+            inputs = replace(inputs, h0=None)
+        return super().run(case, weights, inputs)
+
+
+@dataclass
+class SupportsNothing(NumpyGru):
+    """Refuses every case of the matrix: a run that selects it must not end green."""
+
+    family: str = "planted-nothing"
+
+    def supports(self, case: Case) -> str | None:
+        return "planted: supports no case at all"
+
+
+@dataclass
+class RefusesWhenRun(NumpyGru):
+    """Admits every case in `supports`, then refuses all but dense float32 when run: the refusals only a run
+    reveals, which leave its own space uncovered (and, on a tier without such a case, nothing checked)."""
+
+    family: str = "planted-refuses-when-run"
+
+    def run(self, case: Case, weights: Weights, inputs: Inputs) -> GruOutput:
+        if case.packed or case.dtype != "float32":
+            raise UnsupportedCase("planted library: RuntimeError: only dense float32 input is implemented")
+        return super().run(case, weights, inputs)
+
+
+FLOAT64 = Refusal("planted-no-float64", "planted library: TypeError: float64 is not implemented")
+PACKED = Refusal("planted-no-packed", "planted library: ValueError: packed sequences are not implemented")
+
+
+@dataclass
+class DeclaresRefusals(NumpyGru):
+    """Declares float64 and packed input unsupported (`StaticCapabilities`) and really refuses them when run."""
+
+    family: str = "planted-declares"
+
+    def refusals(self, case: Case) -> tuple[Refusal, ...]:
+        return ((FLOAT64,) if case.dtype == "float64" else ()) + ((PACKED,) if case.packed else ())
+
+    def supports(self, case: Case) -> str | None:
+        return refusal_reason(self.refusals(case))
+
+    def run(self, case: Case, weights: Weights, inputs: Inputs) -> GruOutput:
+        found = self.refusals(case)
+        if found:
+            raise UnsupportedCase(found[0].reason)
+        return super().run(case, weights, inputs)
+
+
+@dataclass
+class StaleDeclaration(DeclaresRefusals):
+    """Declares float64 unsupported but runs it correctly: the declaration has rotted (`unexpected_support`)."""
+
+    family: str = "planted-stale-declaration"
+
+    def run(self, case: Case, weights: Weights, inputs: Inputs) -> GruOutput:
+        if case.packed:
+            raise UnsupportedCase(PACKED.reason)
+        return NumpyGru.run(self, case, weights, inputs)
+
+
+def narrow() -> Iterator[NumpyGru]:
+    """`--backend-module planted_backends:narrow`."""
+    yield NarrowGru()
+
+
+def narrow_h0() -> Iterator[NumpyGru]:
+    yield NarrowIgnoresH0WhenBatchFirst()
+
+
+def nothing() -> Iterator[NumpyGru]:
+    yield SupportsNothing()
+
+
+def refuses_when_run() -> Iterator[NumpyGru]:
+    yield RefusesWhenRun()
+
+
+def declares() -> Iterator[NumpyGru]:
+    yield DeclaresRefusals()
+
+
+def stale_declaration() -> Iterator[NumpyGru]:
+    yield StaleDeclaration()
 
 
 def _in(dtype: str, values: np.ndarray) -> np.ndarray:

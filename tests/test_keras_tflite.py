@@ -137,3 +137,21 @@ def test_the_new_stacks_earn_their_verdicts_with_their_reasons(suite, tmp_path: 
     assert notes["keras-torch[cpu]"]["worker_process"]["env"]["KERAS_BACKEND"] == "torch"
     assert "SELECT_TF_OPS" in notes["tflite/tf-ops[cpu]"]["converter"]
     assert notes["keras-tensorflow[cpu]"]["keras_backend"] == "tensorflow"
+
+
+@pytest.mark.e2e
+@needs_tensorflow
+def test_a_tflite_conversion_litert_cannot_run_at_all_is_unavailable_quoting_it() -> None:
+    """LiteRT's pip build has no Select TF ops (no Flex delegate): tflite/tf-ops can run nothing here, so it is
+    unavailable with LiteRT's words, not a column of refusals that checks nothing. tflite/builtins, tried the
+    same way (a real smallest case), stays available: the counterpart."""
+    from backends import tflite
+
+    try:
+        found = {local.name: in_worker(local).availability() for local in tflite.backends()}
+    finally:
+        close_all()
+    tf_ops = next(a for name, a in found.items() if "tf-ops" in name)
+    builtins = next(a for name, a in found.items() if "builtins" in name)
+    assert not tf_ops.available and "Select TensorFlow op" in tf_ops.reason, tf_ops
+    assert builtins.available, builtins

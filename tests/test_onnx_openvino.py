@@ -160,3 +160,15 @@ def test_bfloat16_goes_through_typed_tensors() -> None:
     assert not np.array_equal(
         from_tensor(request.get_output_tensor()).astype(np.float32), 2 * values.astype(np.float32)
     )
+
+
+def test_a_column_its_library_refuses_whole_is_unavailable_quoting_it() -> None:
+    """OpenVINO compiles no GRU with HardSigmoid gates: the column is unavailable (skipped, with OpenVINO's own
+    words) rather than a column that refuses every case and checks nothing. The test is a real run of the
+    smallest case, so the same column of a source OpenVINO accepts stays available (the counterpart)."""
+    from backends.onnx.source_spec_activations import SpecActivationsSource
+
+    refused = OnnxColumn.of(SpecActivationsSource(), OPENVINO).availability()
+    assert not refused.available and "Unsupported activation function" in refused.reason
+    assert "smallest case" in refused.reason
+    assert OnnxColumn.of(SpecSource(), OPENVINO).availability().available

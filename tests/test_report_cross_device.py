@@ -108,6 +108,7 @@ def test_section_counts_pairs_and_shows_the_planted_disagreement(tf32_results: P
     assert sorted(summary) == [
         "backward",
         "cells",
+        "coverage",
         "cross_device",
         "features",
         "invariants",

@@ -33,6 +33,7 @@ EXPECTED_OUTCOME = {
     Verdict.FAIL: "failed",
     Verdict.ERROR: "failed",
     Verdict.UNEXPECTED_PASS: "failed",
+    Verdict.UNEXPECTED_SUPPORT: "failed",
     Verdict.KNOWN_DIVERGENCE: "xfailed",
     Verdict.CONVENTION: "xfailed",
     Verdict.UNSUPPORTED: "skipped",
@@ -59,7 +60,12 @@ def outcome_of(call: Any) -> str:
 
 def test_every_verdict_has_its_outcome_defined_once() -> None:
     assert {v: v.outcome for v in Verdict} == EXPECTED_OUTCOME
-    assert {v for v in Verdict if v.failing} == {Verdict.FAIL, Verdict.ERROR, Verdict.UNEXPECTED_PASS}
+    assert {v for v in Verdict if v.failing} == {
+        Verdict.FAIL,
+        Verdict.ERROR,
+        Verdict.UNEXPECTED_PASS,
+        Verdict.UNEXPECTED_SUPPORT,
+    }
     assert [v.severity for v in Verdict] == sorted(v.severity for v in Verdict)
     with pytest.raises(ValueError, match="unknown verdict 'passed'; valid: error, fail"):
         Verdict.parse("passed")

@@ -16,7 +16,7 @@ import numpy as np
 from backends.onnx.model_source import INSTALL_HINT, ModelSource
 from backends.onnx.runtime import Runner, Runtime
 from conformance.case import Case
-from conformance.contract import Availability, BaseBackend, first_line
+from conformance.contract import Availability, BaseBackend, Refusal, first_line, refusal_reason, smallest_case_runs
 from conformance.data import GruOutput, Inputs, Weights
 from conformance.forms import Form
 
@@ -29,6 +29,7 @@ class OnnxColumn(BaseBackend):
     runtime: Runtime = field(kw_only=True)
     runner: Runner | None = field(default=None, repr=False)
     facts: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+    _whole: Availability | None = field(default=None, repr=False)  # does the library run this column at all?
 
     @classmethod
     def of(cls, source: ModelSource, runtime: Runtime, device: str = "cpu") -> OnnxColumn:
@@ -58,7 +59,19 @@ class OnnxColumn(BaseBackend):
         source = self.source.availability()
         if not source.available:
             return source
-        return self.runtime.availability(self.device)
+        runtime = self.runtime.availability(self.device)
+        if not runtime.available or not self.source.cheap:
+            return runtime
+        if self._whole is None:  # once per process: a real run of the smallest case
+            self._whole = smallest_case_runs(self.run)
+        return self._whole
+
+    def refusals(self, case: Case) -> tuple[Refusal, ...]:
+        """The source's declared refusals, then the runtime's for the model the source would make."""
+        return (*self.source.refusals(case), *self.runtime.refusals(case, self.device, self.source.gru_layout(case)))
+
+    def supports(self, case: Case) -> str | None:
+        return refusal_reason(self.refusals(case))
 
     def describe(self) -> dict[str, Any]:
         import onnx

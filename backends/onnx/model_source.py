@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from conformance.case import Case
-from conformance.contract import Availability
+from conformance.contract import Availability, Refusal
 from conformance.data import Weights
 from conformance.forms import PYTORCH, Form
 
@@ -43,6 +43,8 @@ class ModelSource(ABC):
 
     name: str  # "spec", "torchscript", "dynamo": the report's `source` note
     form: Form = PYTORCH  # the GRU its models compute (conformance.contract.declared_form): the column's truth
+    # Builds a model in milliseconds, in process (no export): its columns try the smallest case for availability.
+    cheap: bool = False
 
     @property
     def family(self) -> str:
@@ -51,6 +53,14 @@ class ModelSource(ABC):
     def availability(self) -> Availability:
         """Whether this source can make models here (onnx itself is checked by the column)."""
         return Availability.ok()
+
+    def refusals(self, case: Case) -> tuple[Refusal, ...]:
+        """What this source declares, without trying, it can't make a model for (see `StaticCapabilities`)."""
+        return ()
+
+    def gru_layout(self, case: Case) -> int:
+        """The `layout` attribute of the GRU nodes its model has for `case` (runtimes may refuse layout 1)."""
+        return 0
 
     def prepare(self, cases: list[Case]) -> None:  # noqa: B027  (an optional hook: most sources build on demand)
         """Build every model these cases need before the first `prepared` (exports, in parallel)."""

@@ -23,9 +23,33 @@ import numpy as np
 
 from backends.onnx.model_source import Prepared
 from backends.onnx.runtime import OUTPUTS, Runtime
-from conformance.contract import Availability, UnsupportedCase, first_line
+from conformance.case import Case
+from conformance.contract import Availability, Refusal, UnsupportedCase, first_line
 
 WEIGHTS_ENV = "GRU_CONFORMANCE_ONNX_WEIGHTS"
+
+# What the CPU execution provider's GRU kernel (onnxruntime/core/providers/cpu/rnn/deep_cpu_gru.h)
+# refuses, quoted from its errors. Declared so the tier plans cases it can run; every run still
+# attempts one case of each (`conformance.plan`), so an onnxruntime that gains a kernel fails the
+# run (`unexpected_support`) until the declaration goes. The CUDA EP's are not declared (not measured).
+CPU_REFUSALS = {
+    "float64": Refusal(
+        "ort-cpu-gru-float64",
+        "onnxruntime CPU EP: RuntimeException: Non-zero status code returned while running GRU node. "
+        "Status Message: GRU operator does not support double yet",
+    ),
+    "bfloat16": Refusal(
+        "ort-cpu-gru-bfloat16",
+        "onnxruntime CPU EP has no bfloat16 GRU kernel: NOT_IMPLEMENTED : Could not find an implementation for "
+        "GRU(22) node (below opset 22, the graph itself is refused: INVALID_GRAPH : Type Error: Type "
+        "'tensor(bfloat16)' of input parameter (x) of operator (GRU) is invalid)",
+    ),
+}
+CPU_LAYOUT = Refusal(
+    "ort-cpu-gru-layout-1",
+    "onnxruntime CPU EP: Fail: DeepCpuGruOp: layout_ == 0 was false. Batchwise recurrent operations (layout == 1) "
+    "are not supported",
+)
 
 
 def weights_mode() -> str:
@@ -128,6 +152,12 @@ class OrtRuntime(Runtime):
         if self.provider(device) not in onnxruntime.get_available_providers():
             return Availability(False, f"onnxruntime has no {self.provider(device)}")
         return Availability.ok()
+
+    def refusals(self, case: Case, device: str, layout: int) -> tuple[Refusal, ...]:
+        if device != "cpu":
+            return ()
+        found = [CPU_REFUSALS[case.dtype]] if case.dtype in CPU_REFUSALS else []
+        return (*found, CPU_LAYOUT) if layout == 1 else tuple(found)
 
     def describe(self, device: str, precision: str) -> dict[str, Any]:
         import onnxruntime

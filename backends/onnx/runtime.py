@@ -12,7 +12,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from backends.onnx.model_source import Prepared
-from conformance.contract import Availability
+from conformance.case import Case
+from conformance.contract import Availability, Refusal
 
 OUTPUTS = ["output", "h_n"]  # every source's graph outputs, in torch's layout
 
@@ -38,6 +39,10 @@ class Runtime(ABC):
     def availability(self, device: str) -> Availability:
         """Whether `device` is usable (the modules were checked by the column)."""
         return Availability.ok()
+
+    def refusals(self, case: Case, device: str, layout: int) -> tuple[Refusal, ...]:
+        """What this runtime declares, without trying, it refuses on `device` (GRU nodes with `layout`)."""
+        return ()
 
     def compute_format(self, device: str, precision: str, dtype: str) -> str | None:
         """The format a `dtype` model really computes in under `precision`, when the runtime can tell

@@ -12,13 +12,25 @@ from typing import Any
 
 from backends.onnx.source_torch import TorchExportSource, worker_main
 from conformance.case import Case
-from conformance.contract import first_line
+from conformance.contract import Refusal, first_line
+
+# torch.export can't trace pack_padded_sequence with a dynamic batch: every packed case
+# (sorted, unsorted, even full lengths) fails in step 1/3, with one of two causes.
+PACKED = Refusal(
+    "dynamo-export-packed",
+    "dynamo export: TorchExportError: Failed to export the model with torch.export "
+    "(cause: GuardOnDataDependentSymNode: Could not guard on data-dependent expression, or "
+    "TypeError: zeros(): argument 'size' failed to unpack): packed input (pack_padded_sequence) can't be exported",
+)
 
 
 class DynamoSource(TorchExportSource):
     name = "dynamo"
     worker_module = "backends.onnx.source_dynamo"
     export_note = "dynamo=True, optimize=False"
+
+    def refusals(self, case: Case) -> tuple[Refusal, ...]:
+        return (PACKED,) if case.packed else ()
 
     def problem(self) -> str | None:
         import inspect

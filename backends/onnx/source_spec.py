@@ -185,6 +185,11 @@ class SpecSource(ModelSource):
 
     options: SpecOptions = field(default_factory=SpecOptions)
     name = "spec"
+    cheap = True  # onnx.helper builds the node directly
+
+    def gru_layout(self, case: Case) -> int:
+        """Batch-first cases use the GRU's own `layout=1` (the spec's way), not a transpose."""
+        return 1 if case.batch_first else 0
 
     def prepared(self, case: Case, weights: Weights) -> Prepared:
         key = f"spec{self.options.tag}:{case.structure}:{case.enforce_sorted}"
