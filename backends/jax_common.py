@@ -5,10 +5,11 @@ a missing jax only makes the JAX backends unavailable (with the reason), never t
 
 Compilation policy, the same for every JAX backend:
 
-* Each adapter jits one program per *structure* (the fields of `Case.structure`): weights,
-  inputs, h0 and lengths are arguments, so jax's own cache keys it on shapes and dtypes
-  and a new seed or new lengths never recompile. Distinct signatures = distinct
-  (structure, batch, seq_len) per device.
+* Each adapter traces one program per *signature*, (`Case.structure`, batch, seq_len):
+  weights, inputs, h0 and lengths are arguments, so a new seed or new lengths never
+  recompile. The traced program is serialized with `jax.export` (`backends.jax_programs`),
+  so a later process loads it instead of re-running the library's Python to trace it
+  again; `traced(case)` is the program as traced, which tests compare bit for bit.
 * JAX's persistent compilation cache is on, in `<repo>/.cache/jax` (or
   `$GRU_CONFORMANCE_CACHE/jax`), with no minimum compile time or entry size, so a second
   run of a tier compiles nothing. It must be configured before the first compile of the
@@ -22,8 +23,9 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import os
+import inspect
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,14 +34,17 @@ from typing import Any
 
 import numpy as np
 
+from backends.jax_programs import ProgramSignature, ProgramStore, StoredProgram, source_digest, versions
+from conformance import progress
+from conformance.cache import cache_root
 from conformance.case import Case
-from conformance.contract import Availability, BaseBackend, first_line
-from conformance.data import GruOutput, Inputs, Weights
+from conformance.contract import Availability, BaseBackend, Build, first_line
+from conformance.data import GruOutput, Inputs, Weights, case_data
 from conformance.dtypes import fmt
+from conformance.plan import units
 
 INSTALL_HINT = "pip install -e '.[jax]' -c constraints.txt"
 REPO_ROOT = Path(__file__).resolve().parent.parent
-CACHE_ENV = "GRU_CONFORMANCE_CACHE"
 PROGRAM_PREFIX = "gru_conformance_"  # every jitted program we own is named with this prefix
 
 _configured = False
@@ -48,8 +53,7 @@ _lock = threading.Lock()
 
 def cache_dir() -> Path:
     """Where the persistent XLA cache lives: `$GRU_CONFORMANCE_CACHE/jax`, else `<repo>/.cache/jax`."""
-    root = os.environ.get(CACHE_ENV)
-    return (Path(root) if root else REPO_ROOT / ".cache") / "jax"
+    return cache_root() / "jax"
 
 
 def configure_jax() -> None:
@@ -205,10 +209,13 @@ def precision_notes(mode: str = "strict") -> dict[str, Any]:
 
 @dataclass
 class JaxBackend(BaseBackend):
-    """Availability, device placement and the per-structure jit cache shared by the JAX adapters."""
+    """Availability, device placement and the per-signature program cache shared by the JAX adapters."""
 
     modules: tuple[str, ...] = ("jax",)
+    library: tuple[str, ...] = ()  # the packages a program depends on besides jax (versions go in its key)
+    programs_root: Path | None = None  # default `<cache>/jax/programs`
     _programs: dict[tuple[Any, ...], Any] = field(default_factory=dict, repr=False)
+    _sources: str = field(default="", repr=False)
 
     def availability(self) -> Availability:
         for module in self.modules:
@@ -220,13 +227,123 @@ class JaxBackend(BaseBackend):
             return Availability(False, "jax sees no GPU")
         return Availability.ok()
 
-    def program(self, case: Case) -> Any:
-        """The jitted program of this case's structure, built once and reused across cases."""
-        key = case.structure
-        if key not in self._programs:
-            configure_jax()
-            self._programs[key] = self.build_program(case)
-        return self._programs[key]
+    @property
+    def store(self) -> ProgramStore:
+        return ProgramStore(self.programs_root or cache_dir() / "programs")
+
+    def signature(self, case: Case) -> ProgramSignature:
+        """What this case's program depends on: its key names the stored program."""
+        if not self._sources:
+            files = {Path(__file__), Path(inspect.getfile(type(self))), Path(inspect.getfile(self.converter()))}
+            files.add(Path(inspect.getfile(self.converter())).with_name("__init__.py"))
+            self._sources = source_digest(tuple(files))
+        return ProgramSignature(
+            family=self.family,
+            platform="cpu" if self.device == "cpu" else "cuda",
+            precision=self.precision,
+            structure=case.structure,
+            batch=case.batch,
+            seq_len=case.seq_len,
+            versions=tuple(sorted(versions(self.library).items())),
+            sources=self._sources,
+        )
+
+    def traced(self, case: Case) -> Any:
+        """The program as the library traces it (jitted), what the stored program must equal bit for bit."""
+        configure_jax()
+        return self.build_program(case)
+
+    def program(self, case: Case, params: Any, x: Any, h0: Any, lengths: Any) -> Any:
+        """The compiled program of this case's signature, `(params, x, h0, lengths) -> (output, h_n)`.
+
+        From memory, else the stored serialized program (deserialized and compiled, which hits
+        XLA's persistent cache), else traced, exported and stored. Called inside the case's
+        `x64_scope` with the arguments already on the device.
+        """
+        import jax
+
+        key = (case.structure, case.batch, case.seq_len)
+        if key in self._programs:
+            return self._programs[key]
+        configure_jax()
+        started = time.perf_counter()
+        leaves, treedef = jax.tree_util.tree_flatten(params)
+        sig, store = self.signature(case), self.store
+        stored = store.load(sig)
+        if stored is None or stored.params_tree != str(treedef):
+            stored = self._export(case, treedef, (leaves, x, h0, lengths))
+        exported = jax.export.deserialize(bytearray(stored.serialized))
+
+        def call(leaves: Any, x: Any, h0: Any, lengths: Any) -> Any:
+            return exported.call(leaves, x, h0, lengths)
+
+        compiled = self.jit(call).lower(leaves, x, h0, lengths).compile()
+        if stored.build_s < 0:  # built just now: what it cost, traced to compiled, is the plan's estimate
+            stored.build_s = time.perf_counter() - started
+            store.save(sig, stored, units(case))
+
+        def program(params: Any, x: Any, h0: Any, lengths: Any) -> Any:
+            return compiled(jax.tree_util.tree_leaves(params), x, h0, lengths)
+
+        self._programs[key] = program
+        return program
+
+    def _export(self, case: Case, treedef: Any, args: tuple[Any, ...]) -> StoredProgram:
+        """Trace the library's program and serialize it with `jax.export` (saved once compiled)."""
+        import jax
+
+        traced = self.traced(case)
+
+        def flat(leaves: Any, x: Any, h0: Any, lengths: Any) -> Any:
+            return traced(jax.tree_util.tree_unflatten(treedef, leaves), x, h0, lengths)
+
+        specs = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), args)
+        platform = "cpu" if self.device == "cpu" else "cuda"
+        exported = jax.export.export(jax.jit(flat), platforms=[platform])(*specs)
+        return StoredProgram(bytes(exported.serialize()), str(treedef), build_s=-1.0)
+
+    def prepare(self, cases: list[Case]) -> None:
+        """Load or build every program these cases need before the first run, showing progress."""
+        todo: dict[tuple[Any, ...], Case] = {}
+        for case in cases:
+            key = (case.structure, case.batch, case.seq_len)
+            if key not in self._programs and key not in todo and self.supports(case) is None:
+                todo[key] = case
+        if not todo:
+            return
+        store = self.store
+        fresh = sum(not store.has(self.signature(c)) for c in todo.values())
+        note = f"{fresh} to trace, {len(todo) - fresh} from the cache"
+        with progress.task(f"compile ({self.name})", len(todo), note) as task:
+            for case in todo.values():
+                weights, inputs = case_data(case)
+                with x64_scope(case.dtype, self.precision):
+                    self.program(case, *self.arguments(case, weights, inputs))
+                task.step(case.id)
+
+    def plan(self, cases: list[Case]) -> list[Build]:
+        """One compiled program per signature; cached when its serialized program is stored."""
+        store, builds = self.store, {}
+        for case in cases:
+            sig = self.signature(case)
+            key = sig.key()
+            if key not in builds:
+                builds[key] = Build(f"compile ({self.name})", key, store.has(sig), units(case))
+        return list(builds.values())
+
+    def recorded(self) -> list[Build]:
+        return [
+            Build(f"compile ({self.name})", key, True, amount, seconds)
+            for key, amount, seconds in self.store.recorded(self.family)
+        ]
+
+    def arguments(self, case: Case, weights: Weights, inputs: Inputs) -> tuple[Any, Any, Any, Any]:
+        """Converted parameters and the case's arrays, on this backend's device."""
+        params = self.put(self.convert(weights.tensors))
+        x = self.put(host_array(inputs.x, case.dtype))
+        h0 = self.put(host_array(inputs.h0, case.dtype))
+        lengths = self.put(host_lengths(inputs.lengths))
+        return params, x, h0, lengths
 
     def build_program(self, case: Case) -> Any:  # pragma: no cover - each adapter defines it
         """A function (params, x, h0, seq_lengths) -> (output, h_n), jitted with `self.jit`."""
@@ -255,18 +372,15 @@ class JaxBackend(BaseBackend):
             **self.library_notes(),
             "folds": conv.FOLDS,
             "cannot_represent": conv.cannot_represent(True),
+            "programs": f"traced once per signature, serialized with jax.export under {self.store.root}",
         }
 
     def run(self, case: Case, weights: Weights, inputs: Inputs) -> GruOutput:
-        """Same steps for every JAX library: convert, place on the device, run the cached program."""
+        """Same steps for every JAX library: convert, place on the device, run the signature's program."""
         configure_jax()
         with x64_scope(case.dtype, self.precision):
-            program = self.program(case)
-            params = self.put(self.convert(weights.tensors))
-            x = self.put(host_array(inputs.x, case.dtype))
-            h0 = self.put(host_array(inputs.h0, case.dtype))
-            lengths = self.put(host_lengths(inputs.lengths))
-            output, h_n = program(params, x, h0, lengths)
+            params, x, h0, lengths = self.arguments(case, weights, inputs)
+            output, h_n = self.program(case, params, x, h0, lengths)(params, x, h0, lengths)
             return GruOutput(output=to_numpy(output), h_n=to_numpy(h_n))
 
     def jit(self, fn: Any) -> Any:

@@ -70,6 +70,7 @@ def _host_zeros() -> Any:
 class KerasJaxGru(JaxBackend):
     family: str = "keras-jax"
     modules: tuple[str, ...] = ("jax",)
+    library: tuple[str, ...] = ("keras",)
 
     def availability(self) -> Availability:
         base = super().availability()

@@ -10,7 +10,10 @@ each worker appends to its own results file; the controller merges them when the
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import os
+import shlex
 import time
 import uuid
 from collections import Counter
@@ -20,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from conformance import cross_device, divergences, matrix, selection, sharding
+from conformance import cross_device, divergences, matrix, plan, progress, selection, sharding
 from conformance.backend_summary import BackendSummary, summarize
 from conformance.case import Case, CaseError
 from conformance.contract import Backend, Preparing
@@ -46,6 +49,7 @@ DEFAULT_REPORT = Path("reports/out/report.html")
 PACKAGE_DIR = Path(__file__).resolve().parent  # holds the conformance test modules
 RUN_KEY = pytest.StashKey["ConformanceRun"]()
 REPORT_KEY = pytest.StashKey[str]()  # where the report went, for the terminal summary
+PLAN_KEY = pytest.StashKey[bool]()  # `--plan`: print the plan, run nothing
 
 
 @dataclass
@@ -64,16 +68,18 @@ class ConformanceRun:
     reference: Reference = ORACLE  # or stored vectors (--vectors)
     rerun_args: tuple[str, ...] = ()  # options a rerun command needs besides backend, case and reference
 
-    def prepare(self, items: list[pytest.Item]) -> None:
-        """Let backends that build models up front (ONNX exports) build all they will need at once, in parallel."""
+    def prepare(self, items: list[pytest.Item], reporter: progress.Reporter | None = None) -> None:
+        """Let backends that build models up front (ONNX exports, JAX programs) build all they will need at once,
+        reporting progress (what, i of n, elapsed) to `reporter`."""
         wanted: dict[str, list[Case]] = {}
         for item in items:
             params = getattr(item, "callspec", None)
             if params is not None and {"case", "backend"} <= set(params.params):
                 wanted.setdefault(params.params["backend"].name, []).append(params.params["case"])
-        for backend in self.backends:
-            if isinstance(backend, Preparing) and wanted.get(backend.name) and backend.availability().available:
-                backend.prepare(wanted[backend.name])
+        with progress.reporting(reporter):
+            for backend in self.backends:
+                if isinstance(backend, Preparing) and wanted.get(backend.name) and backend.availability().available:
+                    backend.prepare(wanted[backend.name])
 
     def check(self, backend: Backend, case: Case) -> Result:
         if backend.name not in self.described:
@@ -162,6 +168,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--no-report", action="store_true", help="don't render the HTML report")
     group.addoption(
+        "--plan",
+        action="store_true",
+        help="print what the run would do and stop: cases, results, exports and compiles (how many cached), "
+        "and an estimated time from the timings the caches recorded",
+    )
+    group.addoption(
         "--vectors",
         default=None,
         metavar="DIR",
@@ -181,7 +193,10 @@ def _split(values: list[str] | None) -> list[str] | None:
     return [token.strip() for value in values for token in value.split(",") if token.strip()]
 
 
-def _build_run(config: pytest.Config) -> ConformanceRun:
+def _selection(
+    config: pytest.Config,
+) -> tuple[list[Case], Reference, list[Backend], list[divergences.Divergence]]:
+    """The cases (tier, shard), their reference, the backends and the registry the options select."""
     opt = config.option
     if opt.precision not in ("strict", "default"):
         raise pytest.UsageError(f"--precision: unknown mode {opt.precision!r}; valid: strict, default")
@@ -206,7 +221,12 @@ def _build_run(config: pytest.Config) -> ConformanceRun:
         sharding.ShardError,
     ) as error:
         raise pytest.UsageError(str(error)) from None
+    return cases, reference, backends, registry
 
+
+def _build_run(config: pytest.Config) -> ConformanceRun:
+    opt = config.option
+    cases, reference, backends, registry = _selection(config)
     worker = _worker_id(config)
     results_path = _output_path(config, opt.results)
     workerinput = getattr(config, "workerinput", None)
@@ -299,16 +319,62 @@ def _vectors_cases(root: str, case_ids: list[str] | None) -> tuple[list[Case], R
     return cases, Reference(root, stored, ("--vectors", root))
 
 
+@pytest.hookimpl(trylast=True)  # after the terminal's `collected N items`
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Outside xdist, build models up front; under xdist each worker builds lazily (no duplicate exports)."""
     run = session.config.stash.get(RUN_KEY, None)
     if run is not None and run.worker == "main" and session.items:
-        run.prepare(session.items)
+        terminal = session.config.pluginmanager.get_plugin("terminalreporter")
+        quiet = session.config.option.verbose < -1  # -qq
+        _short_summary(session.config)
+        run.prepare(session.items, None if terminal is None or quiet else progress.TerminalProgress(terminal))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection(session: pytest.Session) -> bool | None:
+    """`--plan`: print the plan of the selected run instead of collecting (tens of thousands of items, for full)."""
+    config = session.config
+    if not config.stash.get(PLAN_KEY, False):
+        return None
+    cases, _, backends, _ = _selection(config)
+    opt = config.option
+    parts = [f"tier {opt.tier}" if not (opt.case or opt.vectors) else "selected cases"]
+    parts += [f"shard {opt.shard}"] if opt.shard else []
+    parts += [f"device {opt.device}", f"{len(backends)} backends"]
+    made = plan.make("GRU conformance plan: " + ", ".join(parts), cases, backends)
+    terminal = config.pluginmanager.get_plugin("terminalreporter")
+    for line in made.lines():
+        if terminal is not None:
+            terminal.write_line(line)
+        else:
+            print(line)
+    return True
+
+
+def _short_summary(config: pytest.Config) -> None:
+    """A conformance run ends short: failures only in pytest's short summary (xfail and skip reasons, one per
+    convention or unsupported case, are in the report). An explicit `-r` or `-v` keeps pytest's own choice."""
+    args = [*config.invocation_params.args, *shlex.split(os.environ.get("PYTEST_ADDOPTS", ""))]
+    explicit = any(a.startswith("--report-chars") or (a.startswith("-r") and not a.startswith("--")) for a in args)
+    if explicit or config.option.verbose > 0:
+        return
+    config.option.reportchars = "fE"
+    terminal = config.pluginmanager.get_plugin("terminalreporter")
+    if terminal is not None:
+        terminal.reportchars = "fE" if config.option.disable_warnings else "wfE"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if session.config.stash.get(RUN_KEY, None) is not None:
+        _short_summary(session.config)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "conformance: a GRU conformance check")
-    if _names_this_suite(config) and not config.option.help:
+    if _names_this_suite(config) and config.option.plan and not config.option.help:
+        config.stash[PLAN_KEY] = True  # a plan starts no run: no results file, no report
+    elif _names_this_suite(config) and not config.option.help:
         activate(config)  # before collection, so a bad option is a usage error and xdist workers get the run id
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(config), "conformance-xdist")
@@ -387,6 +453,9 @@ def conformance_run(request: pytest.FixtureRequest) -> ConformanceRun:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if session.config.stash.get(PLAN_KEY, False):
+        session.exitstatus = pytest.ExitCode.OK  # a printed plan is a success, not "no tests collected"
+        return
     run = session.config.stash.get(RUN_KEY, None)
     if run is None:
         return
@@ -398,7 +467,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         for p in run.results_path.parent.glob(f"{run.results_path.stem}.gw*{run.results_path.suffix}")
     }
     merge_worker_files(run.results_path, workers)
-    counts = Counter(r["verdict"] for r in read_records(run.results_path) if r["kind"] == RESULT)
+    records = list(read_records(run.results_path))
+    counts = Counter(r["verdict"] for r in records if r["kind"] == RESULT)
+    with contextlib.suppress(OSError):  # a read-only cache costs the next plan's estimates, never the run
+        plan.record_results(records)  # timings for the next `--plan`
     run.verdicts = counts
     end = ResultsWriter(run.results_path, run.writer.run_id)
     end.write(
@@ -465,3 +537,5 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     terminalreporter.write_line(f"results: {run.results_path}")
     if REPORT_KEY in config.stash:
         terminalreporter.write_line(f"report: {config.stash[REPORT_KEY]}")
+    if terminalreporter.reportchars.replace("w", "") == "fE" and (run.verdicts.keys() - {"pass", "fail", "error"}):
+        terminalreporter.write_line("reasons for xfailed and skipped checks: in the report (or rerun with -ra)")
