@@ -24,9 +24,11 @@ from __future__ import annotations
 import contextlib
 import importlib
 import inspect
+import os
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -216,6 +218,7 @@ class JaxBackend(BaseBackend):
     programs_root: Path | None = None  # default `<cache>/jax/programs`
     _programs: dict[tuple[Any, ...], Any] = field(default_factory=dict, repr=False)
     _sources: str = field(default="", repr=False)
+    _versions: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
     def availability(self) -> Availability:
         for module in self.modules:
@@ -237,6 +240,7 @@ class JaxBackend(BaseBackend):
             files = {Path(__file__), Path(inspect.getfile(type(self))), Path(inspect.getfile(self.converter()))}
             files.add(Path(inspect.getfile(self.converter())).with_name("__init__.py"))
             self._sources = source_digest(tuple(files))
+            self._versions = tuple(sorted(versions(self.library).items()))
         return ProgramSignature(
             family=self.family,
             platform="cpu" if self.device == "cpu" else "cuda",
@@ -244,7 +248,7 @@ class JaxBackend(BaseBackend):
             structure=case.structure,
             batch=case.batch,
             seq_len=case.seq_len,
-            versions=tuple(sorted(versions(self.library).items())),
+            versions=self._versions,
             sources=self._sources,
         )
 
@@ -263,29 +267,44 @@ class JaxBackend(BaseBackend):
         import jax
 
         key = (case.structure, case.batch, case.seq_len)
-        if key in self._programs:
-            return self._programs[key]
+        treedef = jax.tree_util.tree_structure(params)
+        loaded = self._programs.get(key) or self._load(case)
+        if loaded is not None and loaded[1] == str(treedef):
+            return loaded[0]
+        started = time.perf_counter()  # not stored, or stored for another parameter tree: trace it
+        leaves = jax.tree_util.tree_leaves(params)
+        stored = self._export(case, treedef, (leaves, x, h0, lengths))
+        compiled = self._compile(case, stored)
+        stored.build_s = time.perf_counter() - started  # traced to compiled: the plan's estimate of a build
+        self.store.save(self.signature(case), stored, units(case))
+        return compiled
+
+    def _load(self, case: Case) -> tuple[Any, str] | None:
+        """The stored program compiled, with the parameter tree it takes; None when none is stored."""
+        stored = self.store.load(self.signature(case))
+        if stored is None:
+            return None
+        self._compile(case, stored)
+        return self._programs[(case.structure, case.batch, case.seq_len)]
+
+    def _compile(self, case: Case, stored: StoredProgram) -> Any:
+        """Deserialize and compile a stored program for its own argument shapes; remember it."""
+        import jax
+
         configure_jax()
-        started = time.perf_counter()
-        leaves, treedef = jax.tree_util.tree_flatten(params)
-        sig, store = self.signature(case), self.store
-        stored = store.load(sig)
-        if stored is None or stored.params_tree != str(treedef):
-            stored = self._export(case, treedef, (leaves, x, h0, lengths))
         exported = jax.export.deserialize(bytearray(stored.serialized))
+        specs = [jax.ShapeDtypeStruct(aval.shape, aval.dtype) for aval in exported.in_avals]
+        args, _ = jax.tree_util.tree_unflatten(exported.in_tree, specs)
 
         def call(leaves: Any, x: Any, h0: Any, lengths: Any) -> Any:
             return exported.call(leaves, x, h0, lengths)
 
-        compiled = self.jit(call).lower(leaves, x, h0, lengths).compile()
-        if stored.build_s < 0:  # built just now: what it cost, traced to compiled, is the plan's estimate
-            stored.build_s = time.perf_counter() - started
-            store.save(sig, stored, units(case))
+        compiled = self.jit(call).lower(*args).compile()
 
         def program(params: Any, x: Any, h0: Any, lengths: Any) -> Any:
             return compiled(jax.tree_util.tree_leaves(params), x, h0, lengths)
 
-        self._programs[key] = program
+        self._programs[(case.structure, case.batch, case.seq_len)] = (program, stored.params_tree)
         return program
 
     def _export(self, case: Case, treedef: Any, args: tuple[Any, ...]) -> StoredProgram:
@@ -300,7 +319,7 @@ class JaxBackend(BaseBackend):
         specs = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), args)
         platform = "cpu" if self.device == "cpu" else "cuda"
         exported = jax.export.export(jax.jit(flat), platforms=[platform])(*specs)
-        return StoredProgram(bytes(exported.serialize()), str(treedef), build_s=-1.0)
+        return StoredProgram(bytes(exported.serialize()), str(treedef), build_s=0.0)
 
     def prepare(self, cases: list[Case]) -> None:
         """Load or build every program these cases need before the first run, showing progress."""
@@ -314,12 +333,33 @@ class JaxBackend(BaseBackend):
         store = self.store
         fresh = sum(not store.has(self.signature(c)) for c in todo.values())
         note = f"{fresh} to trace, {len(todo) - fresh} from the cache"
+        stored = [c for c in todo.values() if store.has(self.signature(c))]
         with progress.task(f"compile ({self.name})", len(todo), note) as task:
+
+            def load(case: Case) -> None:
+                try:
+                    with x64_scope(case.dtype, self.precision):
+                        self._load(case)
+                except Exception:  # the case's own run meets it again and records it
+                    task.step(case.id, ok=False)
+                else:
+                    task.step(case.id)
+
+            # Stored programs compile in a few threads (XLA's compile leaves the GIL); tracing runs the
+            # library's Python, so fresh programs are traced one at a time.
+            with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
+                list(pool.map(load, stored))
             for case in todo.values():
-                weights, inputs = case_data(case)
-                with x64_scope(case.dtype, self.precision):
-                    self.program(case, *self.arguments(case, weights, inputs))
-                task.step(case.id)
+                if case in stored:
+                    continue
+                # A library refusing to trace is not the run's problem: the case's own run meets it and records it.
+                try:
+                    with x64_scope(case.dtype, self.precision):
+                        self.program(case, *self.arguments(case, *case_data(case)))
+                except Exception:
+                    task.step(case.id, ok=False)
+                else:
+                    task.step(case.id)
 
     def plan(self, cases: list[Case]) -> list[Build]:
         """One compiled program per signature; cached when its serialized program is stored."""

@@ -32,6 +32,14 @@ from conformance.records import RESULT
 from conformance.verdict import Verdict
 
 REFERENCE_TIMINGS: Traversable = resources.files("conformance") / "declared" / "timings.toml"
+# Sizing CI shards (README, "Continuous integration"): a shard's wall time on a runner of
+# RUNNER_CORES cores is its one-core work / (RUNNER_CORES x PARALLEL_EFFICIENCY) plus INSTALL_S.
+# The efficiency of 1/2 covers what one-core timings can't see: xdist workers each importing
+# every library and loading their own programs, uneven work at the end, and a runner slower
+# than the measuring machine.
+RUNNER_CORES = 4
+PARALLEL_EFFICIENCY = 0.5
+INSTALL_S = 600.0  # checkout, setup-python and `pip install -e '.[all]'`
 ORACLE = "oracle"  # the rate of the reference side of a check (data, float64 oracle, error gain)
 KEEP = 2000  # recorded samples kept per name (the newest)
 NOT_TIMED = {Verdict.UNSUPPORTED.value, Verdict.SKIPPED.value}
@@ -216,6 +224,11 @@ class Plan:
                 {"name": r.name, "results": r.results, "ran": r.ran, "estimate_s": r.estimate_s} for r in self.runs
             ],
         }
+
+
+def runner_wall(work_s: float, cores: int = RUNNER_CORES) -> float:
+    """A CI job's wall time, from its one-core work (see RUNNER_CORES)."""
+    return INSTALL_S + work_s / (cores * PARALLEL_EFFICIENCY)
 
 
 def _basis(rate: Rate | None, nothing_to_do: bool) -> str:

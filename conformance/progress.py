@@ -35,6 +35,7 @@ class Task:
     total: int
     note: str = ""  # e.g. "3 cached": shown on the first line
     done: int = 0
+    failed: int = 0  # builds that raised: the cases that need them record why
     started_at: float = field(default_factory=time.perf_counter)
 
     @property
@@ -68,9 +69,10 @@ class Handle:
     def __init__(self, task: Task, reporter: Reporter | None) -> None:
         self.task, self._reporter = task, reporter
 
-    def step(self, item: str = "") -> None:
+    def step(self, item: str = "", ok: bool = True) -> None:
         with _lock:
             self.task.done += 1
+            self.task.failed += not ok
             if self._reporter is not None:
                 self._reporter.advanced(self.task, item)
 
@@ -120,7 +122,9 @@ class TerminalProgress:
             self._last = time.perf_counter()
 
     def finished(self, task: Task) -> None:
-        line = f"{task.what}: {task.done} of {task.total} built in {task.elapsed:.1f} s"
+        line = f"{task.what}: {task.done - task.failed} of {task.total} built in {task.elapsed:.1f} s"
+        if task.failed:
+            line += f" ({task.failed} failed: the checks that need them say why)"
         if self.terminal.isatty:
             self.terminal.rewrite(line, erase=True)
             self.terminal.write_line("")  # ends the rewritten line

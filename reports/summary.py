@@ -84,9 +84,7 @@ def candidate_features(entries: list[Entry]) -> list[Feature]:
     ]
     rows += [Feature(f"dtype={d}", d, "dtype", "==", d) for d in DTYPES]
     rows.append(Feature("export_shape=other", "traced at another shape (B4T7)", "export_shape", "==", "other"))
-    rows.append(
-        Feature("export_shape=degenerate", "traced at batch 1, seq_len 1", "export_shape", "==", "degenerate")
-    )
+    rows.append(Feature("export_shape=degenerate", "traced at batch 1, seq_len 1", "export_shape", "==", "degenerate"))
     return rows
 
 

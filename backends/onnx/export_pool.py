@@ -176,40 +176,52 @@ def _in_child(work: Callable[[], None], report: IO[str] | None = None) -> tuple[
 
 
 def _preload(path: Path, discover: Callable[[], None]) -> None:
-    """Import the modules the exporter loads lazily; list them first (in a throwaway child) if unknown."""
-    if not path.exists():
-        read_fd, write_fd = os.pipe()
+    """Import the modules the exporter loads lazily; list them first (in a throwaway child) if unknown.
 
-        def record() -> None:
-            before = set(sys.modules)
-            discover()
-            names = sorted(set(sys.modules) - before)
-            with os.fdopen(write_fd, "w") as out:
-                out.write(json.dumps(names))
+    Servers started together wait for the first one's list (a lock file) rather than each discovering it.
+    """
+    import fcntl
 
-        pid = os.fork()
-        if pid == 0:
-            os.close(read_fd)
-            try:
-                with _quiet():
-                    record()
-            finally:
-                os._exit(0)
-        os.close(write_fd)
-        with os.fdopen(read_fd) as pipe:
-            text = pipe.read()
-        os.waitpid(pid, 0)
-        try:
-            names = json.loads(text)
-        except ValueError:
-            names = []
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(names), encoding="utf-8")
-        tmp.replace(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.exists():
+            _discover(path, discover)
     for name in json.loads(path.read_text(encoding="utf-8")):
         with contextlib.suppress(Exception):  # a module that only imports mid-export stays lazy
             importlib.import_module(name)
+
+
+def _discover(path: Path, discover: Callable[[], None]) -> None:
+    """Export in a throwaway child and write down the modules that imported."""
+    read_fd, write_fd = os.pipe()
+
+    def record() -> None:
+        before = set(sys.modules)
+        discover()
+        names = sorted(set(sys.modules) - before)
+        with os.fdopen(write_fd, "w") as out:
+            out.write(json.dumps(names))
+
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        try:
+            with _quiet():
+                record()
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as pipe:
+        text = pipe.read()
+    os.waitpid(pid, 0)
+    try:
+        names = json.loads(text)
+    except ValueError:
+        names = []
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(names), encoding="utf-8")
+    tmp.replace(path)
 
 
 def serve(export_one: Callable[[str], None], discover: Callable[[], None], preload: Path) -> int:

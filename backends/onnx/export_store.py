@@ -14,6 +14,7 @@ The store knows an exporter only by its name and worker module; it imports no so
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -48,17 +49,19 @@ def cache_root() -> Path:
     return _core_cache_root()
 
 
-def versions() -> dict[str, str]:
-    """The library versions an exported model depends on; part of every cache key."""
+@functools.cache
+def _installed(package: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
-    found = {}
-    for package in ("torch", "onnx", "onnxscript"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            found[package] = "absent"
-    return found
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "absent"
+
+
+def versions() -> dict[str, str]:
+    """The library versions an exported model depends on; part of every cache key (read once per process)."""
+    return {package: _installed(package) for package in ("torch", "onnx", "onnxscript")}
 
 
 @dataclass(frozen=True)
@@ -256,7 +259,7 @@ class ModelStore:
                     self.save(sig, model)  # a crashed export's refusal is cached too: no retry storm
                 self.stats.add(model)
                 self.memory[sig.key()] = model
-                task.step(case_id)
+                task.step(case_id, ok=status == 0)
 
             export_pool.run_pool(exporter.worker_module, root, by_id, self.workers, _worker_env(), REPO, done)
         self.stats.wall_s += time.perf_counter() - started
