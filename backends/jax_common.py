@@ -38,7 +38,7 @@ import numpy as np
 
 from backends.jax_programs import ProgramSignature, ProgramStore, StoredProgram, source_digest, versions
 from conformance import progress
-from conformance.cache import cache_root
+from conformance.cache import IN_MEMORY, Lru, cache_root
 from conformance.case import Case
 from conformance.contract import Availability, BaseBackend, Build, first_line
 from conformance.data import GruOutput, Inputs, Weights, case_data
@@ -216,7 +216,7 @@ class JaxBackend(BaseBackend):
     modules: tuple[str, ...] = ("jax",)
     library: tuple[str, ...] = ()  # the packages a program depends on besides jax (versions go in its key)
     programs_root: Path | None = None  # default `<cache>/jax/programs`
-    _programs: dict[tuple[Any, ...], Any] = field(default_factory=dict, repr=False)
+    _programs: Lru[tuple[Any, ...], Any] = field(default_factory=lambda: Lru(IN_MEMORY), repr=False)
     _sources: str = field(default="", repr=False)
     _versions: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
@@ -331,16 +331,23 @@ class JaxBackend(BaseBackend):
         if not todo:
             return
         store = self.store
-        fresh = sum(not store.has(self.signature(c)) for c in todo.values())
-        note = f"{fresh} to trace, {len(todo) - fresh} from the cache"
-        stored = [c for c in todo.values() if store.has(self.signature(c))]
+        on_disk = {k for k, c in todo.items() if store.has(self.signature(c))}
+        stored = [c for k, c in todo.items() if k in on_disk]
+        fresh = [c for k, c in todo.items() if k not in on_disk]
+        if len(todo) > IN_MEMORY:  # more than memory holds (a full-tier shard): stored ones load as their cases run
+            todo, stored = {k: c for k, c in todo.items() if k not in on_disk}, []
+        note = f"{len(fresh)} to trace, {len(todo) - len(fresh)} from the cache"
         with progress.task(f"compile ({self.name})", len(todo), note) as task:
 
-            def load(case: Case) -> None:
+            def build(case: Case, stored: bool) -> None:
+                # A library refusing to trace is not the run's problem: the case's own run meets it and records it.
                 try:
                     with x64_scope(case.dtype, self.precision):
-                        self._load(case)
-                except Exception:  # the case's own run meets it again and records it
+                        if stored:
+                            self._load(case)
+                        else:
+                            self.program(case, *self.arguments(case, *case_data(case)))
+                except Exception:
                     task.step(case.id, ok=False)
                 else:
                     task.step(case.id)
@@ -348,18 +355,9 @@ class JaxBackend(BaseBackend):
             # Stored programs compile in a few threads (XLA's compile leaves the GIL); tracing runs the
             # library's Python, so fresh programs are traced one at a time.
             with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
-                list(pool.map(load, stored))
-            for case in todo.values():
-                if case in stored:
-                    continue
-                # A library refusing to trace is not the run's problem: the case's own run meets it and records it.
-                try:
-                    with x64_scope(case.dtype, self.precision):
-                        self.program(case, *self.arguments(case, *case_data(case)))
-                except Exception:
-                    task.step(case.id, ok=False)
-                else:
-                    task.step(case.id)
+                list(pool.map(lambda case: build(case, True), stored))
+            for case in fresh:
+                build(case, False)
 
     def plan(self, cases: list[Case]) -> list[Build]:
         """One compiled program per signature; cached when its serialized program is stored."""

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from backends.onnx import export_pool
 from conformance import progress
+from conformance.cache import IN_MEMORY, Lru
 from conformance.cache import cache_root as _core_cache_root
 from conformance.case import Case
 from conformance.contract import UnsupportedCase
@@ -161,7 +162,7 @@ class ModelStore:
     def __init__(self, root: Path | None = None, workers: int | None = None) -> None:
         self._root = root
         self.workers = workers or max(1, min(2, os.cpu_count() or 1))
-        self.memory: dict[str, ExportedModel] = {}
+        self.memory: Lru[str, ExportedModel] = Lru(IN_MEMORY)
         self.stats = ExportStats()
 
     @property
