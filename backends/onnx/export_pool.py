@@ -12,13 +12,16 @@ exports nothing itself; for each case id it reads on stdin it forks a child, whi
 exports, saves to the cache and exits. Every child starts from the same imported, never
 exported state, so an export can't depend on what was exported before it. The modules the
 exporter loads lazily are found once per library versions (a throwaway export in a child
-that reports what it imported; `preload_path`) and imported by every later server.
+that reports what it imported; `preload_path`) and imported by every later server. Servers
+stay up between batches until the process exits, so exports asked for one at a time (under
+pytest-xdist each worker exports what its cases need, when they need it) reuse a warm one.
 `tests/test_onnx_export.py` measures the guarantee: an export is byte-identical alone, after
 others in one server, and in a fresh interpreter.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib
 import json
@@ -93,6 +96,40 @@ class Server:
         self._stderr.close()
 
 
+_idle: dict[tuple[str, str], list[Server]] = {}  # warm servers between batches, per (exporter module, root)
+_idle_lock = threading.Lock()
+
+
+def _take(worker_module: str, root: Path, env: dict[str, str], cwd: Path) -> Server:
+    """A warm idle server for this exporter and cache, or a new one."""
+    with _idle_lock:
+        idle = _idle.get((worker_module, str(root)), [])
+        while idle:
+            server = idle.pop()
+            if server.alive:
+                return server
+            server.close()
+    return Server(worker_module, root, env, cwd)
+
+
+def _give_back(worker_module: str, root: Path, server: Server) -> None:
+    """Keep a live server for the next batch (a lazy export, under xdist, comes one at a time)."""
+    if not server.alive:
+        server.close()
+        return
+    with _idle_lock:
+        _idle.setdefault((worker_module, str(root)), []).append(server)
+
+
+@atexit.register
+def _close_idle() -> None:
+    with _idle_lock:
+        for servers in _idle.values():
+            for server in servers:
+                server.close()
+        _idle.clear()
+
+
 def run_pool(
     worker_module: str,
     root: Path,
@@ -120,12 +157,12 @@ def run_pool(
                 if server is None or not server.alive:
                     if server is not None:
                         server.close()
-                    server = Server(worker_module, root, env, cwd)
+                    server = _take(worker_module, root, env, cwd)
                 status, tail = server.export(case_id)
                 on_done(case_id, status, tail)
         finally:
             if server is not None:
-                server.close()
+                _give_back(worker_module, root, server)
 
     threads = [threading.Thread(target=drive, daemon=True) for _ in range(max(1, min(workers, todo.qsize())))]
     for thread in threads:
