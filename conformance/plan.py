@@ -40,7 +40,8 @@ REFERENCE_TIMINGS: Traversable = resources.files("conformance") / "declared" / "
 RUNNER_CORES = 4
 PARALLEL_EFFICIENCY = 0.5
 INSTALL_S = 600.0  # checkout, setup-python and `pip install -e '.[all]'`
-ORACLE = "oracle"  # the rate of the reference side of a check (data, float64 oracle, error gain)
+ORACLE = "oracle"  # the rate of the reference side of a check (data, float64 oracle)
+OVERHEAD = "per check"  # pytest and the suite around each check: collection, protocol, recording (units: 1)
 KEEP = 2000  # recorded samples kept per name (the newest)
 NOT_TIMED = {Verdict.UNSUPPORTED.value, Verdict.SKIPPED.value}
 
@@ -93,11 +94,19 @@ def reference_rates(path: Traversable = REFERENCE_TIMINGS) -> dict[str, Rate]:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}
-    measured = data.get("measured", {}).get("on", "a reference machine")
     return {
-        name: Rate(float(r["fixed"]), float(r["per_unit"]), int(r.get("samples", 0)), f"reference timings, {measured}")
+        name: Rate(float(r["fixed"]), float(r["per_unit"]), int(r.get("samples", 0)), "reference timings")
         for name, r in data.get("rates", {}).items()
     }
+
+
+def reference_note(path: Traversable = REFERENCE_TIMINGS) -> str:
+    """Where the reference timings come from (the file's `[measured] on`)."""
+    try:
+        measured = tomllib.loads(path.read_text(encoding="utf-8")).get("measured", {}).get("on", "")
+    except FileNotFoundError:
+        return ""
+    return f"reference timings: conformance/declared/timings.toml, measured on {measured}"
 
 
 def timings_path(root: Path | None = None) -> Path:
@@ -113,25 +122,35 @@ def recorded_runs(root: Path | None = None) -> dict[str, list[tuple[float, float
     return {name: [(float(u), float(s)) for u, s in pairs] for name, pairs in data.items()}
 
 
-def record_results(records: Iterable[dict[str, Any]], root: Path | None = None) -> None:
+def record_results(records: Iterable[dict[str, Any]], root: Path | None = None, loop_s: float | None = None) -> None:
     """Append a finished run's per-result timings to the cache, for the next plan's estimates.
 
-    The oracle's time counts once per case (it is cached per process; later backends see ~0).
-    Results that never ran (unsupported, skipped) are not timings of anything.
+    A backend's check is its call plus the comparison and any diagnosis (the first comparison
+    of a case also derives its tolerance). The oracle's time counts once per case (it is
+    cached per process; later backends see ~0). Results that never ran (unsupported,
+    skipped) are not timings of a backend. `loop_s`, the wall time from collection to the
+    last check less the builds, gives the per-check overhead: what pytest and the suite
+    spend around the timed parts.
     """
     fresh: dict[str, list[tuple[float, float]]] = {}
     oracle: dict[str, tuple[float, float]] = {}
+    results, timed = 0, 0.0
     for r in records:
-        if r.get("kind") != RESULT or r.get("verdict") in NOT_TIMED:
+        if r.get("kind") != RESULT:
             continue
         timing, case = r.get("timing", {}), Case.from_dict(r["case"])
-        if "backend_s" in timing:
-            fresh.setdefault(run_name(r["backend"]), []).append((units(case), float(timing["backend_s"])))
+        results += 1
+        timed += sum(float(v) for v in timing.values())
         seconds = float(timing.get("reference_s", 0.0))
         if seconds > oracle.get(case.id, (0.0, 0.0))[1]:
             oracle[case.id] = (units(case), seconds)
+        if "backend_s" in timing and r.get("verdict") not in NOT_TIMED:
+            check = sum(float(timing.get(k, 0.0)) for k in ("backend_s", "compare_s", "diagnose_s"))
+            fresh.setdefault(run_name(r["backend"]), []).append((units(case), check))
     if oracle:
         fresh[ORACLE] = list(oracle.values())
+    if loop_s is not None and results:
+        fresh[OVERHEAD] = [(1.0, max(0.0, loop_s - timed) / results)]
     if not fresh:
         return
     merged = recorded_runs(root)
@@ -208,6 +227,9 @@ class Plan:
         )
         if self.unknown:
             out.append(f"no timing recorded for: {', '.join(self.unknown)} (not in the estimate)")
+        rates = [b.rate for b in self.builds] + [r.rate for r in self.runs]
+        if any(rate is not None and rate.basis == "reference timings" for rate in rates):
+            out.append(reference_note())
         return out
 
     def as_dict(self) -> dict[str, Any]:
@@ -258,6 +280,10 @@ def make(
     runs = recorded_runs(root)
     plan = Plan(title, len(cases), len(cases) * len(backends))
     oracle = _rate(ORACLE, runs.get(ORACLE, []), reference)
+    overhead = _rate(OVERHEAD, runs.get(OVERHEAD, []), reference)
+    plan.runs.append(
+        RunLine(OVERHEAD, plan.results, plan.results, overhead.fixed * plan.results if overhead else None, overhead)
+    )
     plan.runs.append(
         RunLine(
             ORACLE, len(cases), len(cases), sum(oracle.estimate(units(c)) for c in cases) if oracle else None, oracle

@@ -67,6 +67,8 @@ class ConformanceRun:
     verdicts: Counter[str] = field(default_factory=Counter)
     reference: Reference = ORACLE  # or stored vectors (--vectors)
     rerun_args: tuple[str, ...] = ()  # options a rerun command needs besides backend, case and reference
+    collecting_since: float | None = None  # when collection began (the plan's per-check overhead)
+    prepare_s: float = 0.0  # building ahead (exports, programs): timed apart from the checks
 
     def prepare(self, items: list[pytest.Item], reporter: progress.Reporter | None = None) -> None:
         """Let backends that build models up front (ONNX exports, JAX programs) build all they will need at once,
@@ -76,12 +78,14 @@ class ConformanceRun:
             params = getattr(item, "callspec", None)
             if params is not None and {"case", "backend"} <= set(params.params):
                 wanted.setdefault(params.params["backend"].name, []).append(params.params["case"])
+        started = time.perf_counter()
         with progress.reporting(reporter):
             for backend in self.backends:
                 if isinstance(backend, Preparing) and wanted.get(backend.name) and backend.availability().available:
                     # A failing build is recorded by the cases that need it (each builds on demand).
                     with contextlib.suppress(Exception):
                         backend.prepare(wanted[backend.name])
+        self.prepare_s += time.perf_counter() - started
 
     def check(self, backend: Backend, case: Case) -> Result:
         if backend.name not in self.described:
@@ -336,6 +340,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 def pytest_collection(session: pytest.Session) -> bool | None:
     """`--plan`: print the plan of the selected run instead of collecting (tens of thousands of items, for full)."""
     config = session.config
+    run = config.stash.get(RUN_KEY, None)
+    if run is not None:
+        run.collecting_since = time.perf_counter()
     if not config.stash.get(PLAN_KEY, False):
         return None
     cases, _, backends, _ = _selection(config)
@@ -471,8 +478,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     merge_worker_files(run.results_path, workers)
     records = list(read_records(run.results_path))
     counts = Counter(r["verdict"] for r in records if r["kind"] == RESULT)
+    loop_s = None  # collection to the last check, less building: only a serial run measures it
+    if run.collecting_since is not None and not workers:
+        loop_s = time.perf_counter() - run.collecting_since - run.prepare_s
     with contextlib.suppress(OSError):  # a read-only cache costs the next plan's estimates, never the run
-        plan.record_results(records)  # timings for the next `--plan`
+        plan.record_results(records, loop_s=loop_s)  # timings for the next `--plan`
     run.verdicts = counts
     end = ResultsWriter(run.results_path, run.writer.run_id)
     end.write(

@@ -79,7 +79,7 @@ def test_unsupported_cases_build_nothing_and_cost_nothing(tmp_path: Path) -> Non
 
 def test_without_any_timing_the_estimate_says_unknown(tmp_path: Path) -> None:
     made = plan.make("t", CASES, [Builder("fake")], root=tmp_path, reference={})
-    assert set(made.unknown) == {"compile (fake)", "oracle", "fake[cpu]"}
+    assert set(made.unknown) == {"compile (fake)", "oracle", "per check", "fake[cpu]"}
     assert made.total_s == 0.0
     assert any("no timing recorded for" in line for line in made.lines())
 
