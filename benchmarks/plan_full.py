@@ -6,9 +6,9 @@
     python benchmarks/plan_full.py --check 1/400 [--cache DIR]
 
 Printing: the plan of the full tier on every CPU backend (what one machine would face), then
-the plan of each shard of the CI exhaustive job as `.github/workflows/conformance.yml`
-defines it (the `exhaustive` job's tier, backends and shard count), with the shard that
-takes longest against the job's timeout.
+for each exhaustive job of `.github/workflows/conformance.yml` (`cpu-full`: the full tier on
+the backends in its BACKENDS, in the shards of its SHARD; `cpu-triples`) the plan of its
+longest shard and its estimated wall time on a 4-core runner against the job's timeout.
 
 --measure runs `pytest conformance --tier TIER --device cpu` on an empty cache (every
 export, program and check cold), fits `seconds = fixed + per_unit x units` to what that
