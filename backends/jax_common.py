@@ -43,7 +43,7 @@ from conformance.case import Case
 from conformance.contract import Availability, BaseBackend, Build, first_line
 from conformance.data import GruOutput, Inputs, Weights, case_data
 from conformance.dtypes import fmt
-from conformance.plan import units
+from conformance.estimate import units
 
 INSTALL_HINT = "pip install -e '.[jax]' -c constraints.txt"
 REPO_ROOT = Path(__file__).resolve().parent.parent

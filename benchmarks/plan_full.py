@@ -63,20 +63,20 @@ def select(backends: str | None) -> list[Any]:
 
 
 def shard_plans(tier: str, backends: str | None, count: int) -> list[Any]:
-    from conformance import matrix, plan, sharding
+    from conformance import estimate, matrix, sharding
 
     cases, chosen = matrix.cases(tier), select(backends)
     return [
-        plan.make(f"{tier} shard {i}/{count}", sharding.select(cases, sharding.Shard(i, count)), chosen)
+        estimate.make(f"{tier} shard {i}/{count}", sharding.select(cases, sharding.Shard(i, count)), chosen)
         for i in range(1, count + 1)
     ]
 
 
 def show_plans() -> None:
-    from conformance import matrix, plan
-    from conformance.plan import RUNNER_CORES, runner_wall
+    from conformance import estimate, matrix
+    from conformance.estimate import RUNNER_CORES, runner_wall
 
-    full = plan.make("full tier, every CPU backend, one machine", matrix.cases("full"), select(None))
+    full = estimate.make("full tier, every CPU backend, one machine", matrix.cases("full"), select(None))
     print("\n".join(full.lines()))
     print(f"\nCI exhaustive jobs ({RUNNER_CORES}-core runners):")
     for job, tier, backends, count, timeout in exhaustive_jobs():
@@ -106,12 +106,12 @@ def _run_suite(args: list[str], cache: Path) -> float:
 
 def measure(tier: str, cache: Path) -> None:
     """Run `tier` cold on `cache` and write the fitted rates to the reference timings file."""
-    from conformance import plan
+    from conformance import estimate
 
     with tempfile.TemporaryDirectory() as tmp:
         wall = _run_suite(["--tier", tier, "--results", str(Path(tmp) / "r.jsonl")], cache)
     print(f"cold --tier {tier} on every CPU backend: {wall:.0f} s wall")
-    samples: dict[str, list[tuple[float, float]]] = dict(plan.recorded_runs(cache))
+    samples: dict[str, list[tuple[float, float]]] = dict(estimate.recorded_runs(cache))
     builds: dict[str, dict[str, tuple[float, float]]] = {}  # builder -> key -> (units, seconds), columns deduplicated
     for backend in select(None):
         for build in backend.recorded() if hasattr(backend, "recorded") else []:
@@ -130,7 +130,7 @@ def measure(tier: str, cache: Path) -> None:
         "",
     ]
     for name in sorted(samples):
-        rate = plan.fit(samples[name], "measured")
+        rate = estimate.fit(samples[name], "measured")
         if rate is None:
             continue
         lines += [f'[rates."{name}"]', f"fixed = {rate.fixed:.4g}", f"per_unit = {rate.per_unit:.4g}"]
@@ -141,17 +141,17 @@ def measure(tier: str, cache: Path) -> None:
 
 def check(shard: str, cache: Path) -> None:
     """One shard of the exhaustive job's full-tier part, cold: its wall time against the plan's estimate."""
-    from conformance import matrix, plan, sharding
+    from conformance import estimate, matrix, sharding
 
     _, tier, backends, _, _ = next(j for j in exhaustive_jobs() if j[1] == "full")
     index, of = (int(x) for x in shard.split("/"))
     cases = sharding.select(matrix.cases(tier), sharding.Shard(index, of))
-    estimate = plan.make("check", cases, select(backends), root=cache).total_s
+    estimated = estimate.make("check", cases, select(backends), root=cache).total_s
     with tempfile.TemporaryDirectory() as tmp:
         args = ["--tier", tier, "--shard", shard, "--results", str(Path(tmp) / "r.jsonl")]
         wall = _run_suite([*args, *(["--backends", backends] if backends else [])], cache)
     print(
-        f"--tier {tier} --shard {shard} ({len(cases)} cases, backends {backends}): plan {estimate:.0f} s, ran {wall:.0f} s"
+        f"--tier {tier} --shard {shard} ({len(cases)} cases, backends {backends}): plan {estimated:.0f} s, ran {wall:.0f} s"
     )
 
 

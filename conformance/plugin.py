@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from conformance import cross_device, divergences, matrix, plan, progress, selection, sharding
+from conformance import cross_device, divergences, estimate, matrix, progress, selection, sharding
 from conformance.backend_summary import BackendSummary, summarize
 from conformance.case import Case, CaseError
 from conformance.contract import Backend, Preparing
@@ -350,7 +350,7 @@ def pytest_collection(session: pytest.Session) -> bool | None:
     parts = [f"tier {opt.tier}" if not (opt.case or opt.vectors) else "selected cases"]
     parts += [f"shard {opt.shard}"] if opt.shard else []
     parts += [f"device {opt.device}", f"{len(backends)} backends"]
-    made = plan.make("GRU conformance plan: " + ", ".join(parts), cases, backends)
+    made = estimate.make("GRU conformance plan: " + ", ".join(parts), cases, backends)
     terminal = config.pluginmanager.get_plugin("terminalreporter")
     for line in made.lines():
         if terminal is not None:
@@ -482,7 +482,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if run.collecting_since is not None and not workers:
         loop_s = time.perf_counter() - run.collecting_since - run.prepare_s
     with contextlib.suppress(OSError):  # a read-only cache costs the next plan's estimates, never the run
-        plan.record_results(records, loop_s=loop_s)  # timings for the next `--plan`
+        estimate.record_results(records, loop_s=loop_s)  # timings for the next `--plan`
     run.verdicts = counts
     end = ResultsWriter(run.results_path, run.writer.run_id)
     end.write(

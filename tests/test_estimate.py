@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from conformance import matrix, plan
+from conformance import estimate, matrix
 from conformance.case import Case
 from conformance.contract import BaseBackend, Build, Planning
-from conformance.plan import Rate, fit, units
+from conformance.estimate import Rate, fit, units
 from conformance.records import RESULT
 
 
@@ -57,7 +57,7 @@ def test_builds_are_counted_once_across_columns_and_estimated_from_the_cache(tmp
     ort = Builder("onnx-fake", cached=cached, history=history)
     ref = Builder("onnx-fake", device="cpu2", cached=cached, history=history)  # a second column, same builder
     assert isinstance(ort, Planning)
-    made = plan.make("t", CASES, [ort, ref], root=tmp_path, reference={})
+    made = estimate.make("t", CASES, [ort, ref], root=tmp_path, reference={})
     assert (made.cases, made.results) == (4, 8)
     (line,) = made.builds
     # CASES[0] and CASES[1] differ only in seq_len: one structure, cached; the two 2-layer cases another, not.
@@ -70,7 +70,7 @@ def test_builds_are_counted_once_across_columns_and_estimated_from_the_cache(tmp
 def test_unsupported_cases_build_nothing_and_cost_nothing(tmp_path: Path) -> None:
     backend = Builder("fake", refuse_layers=2)
     reference = {"run fake[cpu]": Rate(1.0, 0.0, 10, "reference"), "compile (fake)": Rate(7.0, 0.0, 1, "reference")}
-    made = plan.make("t", CASES, [backend], root=tmp_path, reference=reference)
+    made = estimate.make("t", CASES, [backend], root=tmp_path, reference=reference)
     (build,) = made.builds
     assert (build.total, build.cached, build.estimate_s) == (1, 0, 7.0)
     run = next(r for r in made.runs if r.name == "fake[cpu]")
@@ -78,7 +78,7 @@ def test_unsupported_cases_build_nothing_and_cost_nothing(tmp_path: Path) -> Non
 
 
 def test_without_any_timing_the_estimate_says_unknown(tmp_path: Path) -> None:
-    made = plan.make("t", CASES, [Builder("fake")], root=tmp_path, reference={})
+    made = estimate.make("t", CASES, [Builder("fake")], root=tmp_path, reference={})
     assert set(made.unknown) == {"compile (fake)", "oracle", "per check", "fake[cpu]"}
     assert made.total_s == 0.0
     assert any("no timing recorded for" in line for line in made.lines())
@@ -91,17 +91,17 @@ def test_recorded_run_timings_feed_the_next_plan(tmp_path: Path) -> None:
         for t in ({"backend_s": 0.5, "reference_s": 2.0}, {"backend_s": 0.7, "reference_s": 0.001})
     ]
     records.append({"kind": RESULT, "backend": "a[cpu]", "verdict": "unsupported", "case": case.as_dict()})
-    plan.record_results(records, root=tmp_path)
-    runs = plan.recorded_runs(tmp_path)
+    estimate.record_results(records, root=tmp_path)
+    runs = estimate.recorded_runs(tmp_path)
     assert runs["run a[cpu]"] == [(units(case), 0.5), (units(case), 0.7)]
     assert runs["oracle"] == [(units(case), 2.0)]  # once per case: the process caches the oracle
-    plan.record_results(records, root=tmp_path)  # a second run appends
-    assert len(plan.recorded_runs(tmp_path)["run a[cpu]"]) == 4
-    assert json.loads(plan.timings_path(tmp_path).read_text())  # plain JSON
+    estimate.record_results(records, root=tmp_path)  # a second run appends
+    assert len(estimate.recorded_runs(tmp_path)["run a[cpu]"]) == 4
+    assert json.loads(estimate.timings_path(tmp_path).read_text())  # plain JSON
 
 
 def test_reference_timings_are_read_from_the_declared_file() -> None:
-    rates = plan.reference_rates()
+    rates = estimate.reference_rates()
     assert "oracle" in rates and "run torch[cpu]" in rates and "export (dynamo)" in rates
     assert all(r.fixed >= 0 and r.per_unit >= 0 and r.samples > 0 for r in rates.values())
 

@@ -1,4 +1,4 @@
-"""The plan of a run before it runs (`pytest conformance --plan`): what it would check, build, and take.
+"""What a run would cost before it runs (`pytest conformance --plan`): what it would check, build, and take.
 
 For the selected tier, backends and shard: the cases, the results (cases x backends), the
 builds the backends need first (ONNX exports, compiled JAX programs), how many of those are
