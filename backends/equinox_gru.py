@@ -42,6 +42,9 @@ class EquinoxGru(JaxBackend):
     def convert(self, tensors: dict[str, np.ndarray]) -> Any:
         return conv.torch_to_equinox(tensors)
 
+    def convert_gradients(self, grads: Any, case: Case) -> dict[str, np.ndarray]:
+        return conv.equinox_gradients_to_torch(grads, bias=case.bias)
+
     def library_notes(self) -> dict[str, Any]:
         import equinox
 

@@ -38,6 +38,9 @@ class FlaxLinenGru(JaxBackend):
     def convert(self, tensors: dict[str, np.ndarray]) -> Any:
         return conv.torch_to_linen(tensors)
 
+    def convert_gradients(self, grads: Any, case: Case) -> dict[str, np.ndarray]:
+        return conv.linen_gradients_to_torch(grads, bias=case.bias)
+
     def library_notes(self) -> dict[str, Any]:
         import flax
 

@@ -39,6 +39,9 @@ class FlaxNnxGru(JaxBackend):
     def convert(self, tensors: dict[str, np.ndarray]) -> Any:
         return conv.torch_to_nnx(tensors)
 
+    def convert_gradients(self, grads: Any, case: Case) -> dict[str, np.ndarray]:
+        return conv.nnx_gradients_to_torch(grads, bias=case.bias)
+
     def library_notes(self) -> dict[str, Any]:
         import flax
 

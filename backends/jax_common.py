@@ -17,6 +17,12 @@ Compilation policy, the same for every JAX backend:
 * float64 runs under `jax.enable_x64(True)` as a context manager, only for float64 cases:
   x64 never leaks into other cases or other code in the process. The jitted program is
   traced and called inside the scope, so its inputs keep their float64 dtype.
+
+Gradients (`run_backward`, the optional `Differentiable` part of the contract) are what a
+user training with the library gets: `jax.vjp` of the library's jitted program (`traced`, the
+function `run`'s stored program was exported from), with the vjp itself jitted once per structure (named `..._backward`, so compile counting and the
+persistent cache see it as one more program of ours). Parameter gradients come back in the
+library's own tree and go to the state_dict layout through the converter's adjoint.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ from conformance import progress
 from conformance.cache import IN_MEMORY, Lru, cache_root
 from conformance.case import Case
 from conformance.contract import Availability, BaseBackend, Build, first_line
-from conformance.data import GruOutput, Inputs, Weights, case_data
+from conformance.data import Cotangents, GradientTensors, GruOutput, Inputs, Weights, case_data
 from conformance.dtypes import fmt
 from conformance.estimate import units
 
@@ -215,6 +221,7 @@ class JaxBackend(BaseBackend):
 
     modules: tuple[str, ...] = ("jax",)
     library: tuple[str, ...] = ()  # the packages a program depends on besides jax (versions go in its key)
+    program_modules: tuple[str, ...] = ()  # our modules a program depends on besides the adapter and converter
     programs_root: Path | None = None  # default `<cache>/jax/programs`
     _programs: Lru[tuple[Any, ...], Any] = field(default_factory=lambda: Lru(IN_MEMORY), repr=False)
     _sources: str = field(default="", repr=False)
@@ -239,6 +246,7 @@ class JaxBackend(BaseBackend):
         if not self._sources:
             files = {Path(__file__), Path(inspect.getfile(type(self))), Path(inspect.getfile(self.converter()))}
             files.add(Path(inspect.getfile(self.converter())).with_name("__init__.py"))
+            files |= {Path(inspect.getfile(importlib.import_module(name))) for name in self.program_modules}
             self._sources = source_digest(tuple(files))
             self._versions = tuple(sorted(versions(self.library).items()))
         return ProgramSignature(
@@ -383,6 +391,31 @@ class JaxBackend(BaseBackend):
         lengths = self.put(host_lengths(inputs.lengths))
         return params, x, h0, lengths
 
+    def backward_program(self, case: Case) -> Any:
+        """jit of (params, x, h0, seq_lengths, g_output, g_h_n) -> vjp of `traced(case)`, built once per structure.
+
+        The vjp is of the library's traced program, the function the stored forward program was
+        exported from: a `jax.export` program is differentiable only when serialized with its vjp
+        (`vjp_order`), which would double the cost of every export for forward-only runs.
+        Returns (d params, d x) or (d params, d x, d h0) when h0 is an input. The cotangents are cast
+        to the outputs' dtypes (jax.vjp requires it; the forward check already reports a dtype change).
+        """
+        key = ("backward", *case.structure)
+        if key not in self._programs:
+            forward = self.traced(case)
+
+            def backward(params: Any, x: Any, h0: Any, seq_lengths: Any, g_output: Any, g_h_n: Any) -> Any:
+                import jax
+
+                if h0 is None:
+                    outputs, pullback = jax.vjp(lambda p, x_: forward(p, x_, None, seq_lengths), params, x)
+                else:
+                    outputs, pullback = jax.vjp(lambda p, x_, h: forward(p, x_, h, seq_lengths), params, x, h0)
+                return pullback((g_output.astype(outputs[0].dtype), g_h_n.astype(outputs[1].dtype)))
+
+            self._programs[key] = self.jit(backward, role="backward")
+        return self._programs[key]
+
     def build_program(self, case: Case) -> Any:  # pragma: no cover - each adapter defines it
         """A function (params, x, h0, seq_lengths) -> (output, h_n), jitted with `self.jit`."""
         raise NotImplementedError
@@ -393,6 +426,10 @@ class JaxBackend(BaseBackend):
 
     def convert(self, tensors: dict[str, np.ndarray]) -> Any:  # pragma: no cover - each adapter defines it
         """The canonical state_dict as this library's parameter tree."""
+        raise NotImplementedError
+
+    def convert_gradients(self, grads: Any, case: Case) -> dict[str, np.ndarray]:  # pragma: no cover - per adapter
+        """Gradients w.r.t. this library's parameter tree (numpy leaves) as state_dict gradients: the converter's adjoint."""
         raise NotImplementedError
 
     def library_notes(self) -> dict[str, Any]:
@@ -421,11 +458,34 @@ class JaxBackend(BaseBackend):
             output, h_n = self.program(case, params, x, h0, lengths)(params, x, h0, lengths)
             return GruOutput(output=to_numpy(output), h_n=to_numpy(h_n))
 
-    def jit(self, fn: Any) -> Any:
-        """jax.jit of fn under a recognizable name, so compile counting can tell our programs apart."""
+    def run_backward(self, case: Case, weights: Weights, inputs: Inputs, cotangents: Cotangents) -> GradientTensors:
+        """dL/d x, h0 (if given) and every state_dict parameter: the jitted vjp of the forward's own program."""
         import jax
 
-        fn.__name__ = fn.__qualname__ = PROGRAM_PREFIX + self.family.replace("-", "_")
+        configure_jax()
+        with x64_scope(case.dtype, self.precision):
+            program = self.backward_program(case)
+            params = self.put(self.convert(weights.tensors))
+            x = self.put(host_array(inputs.x, case.dtype))
+            h0 = self.put(host_array(inputs.h0, case.dtype))
+            lengths = self.put(host_lengths(inputs.lengths))
+            g_output = self.put(host_array(cotangents.output, case.dtype))
+            g_h_n = self.put(host_array(cotangents.h_n, case.dtype))
+            grads = jax.tree.map(to_numpy, program(params, x, h0, lengths, g_output, g_h_n))
+        tensors = {"x": grads[1]}
+        if inputs.h0 is not None:
+            tensors["h0"] = grads[2]
+        tensors.update(self.convert_gradients(grads[0], case))
+        return tensors
+
+    def jit(self, fn: Any, role: str = "") -> Any:
+        """jax.jit of fn under a recognizable name, so compile counting can tell our programs apart.
+
+        The forward program is `gru_conformance_<family>`; another role (e.g. "backward") is appended."""
+        import jax
+
+        name = PROGRAM_PREFIX + self.family.replace("-", "_") + (f"_{role}" if role else "")
+        fn.__name__ = fn.__qualname__ = name
         return jax.jit(fn)
 
     def put(self, tree: Any) -> Any:

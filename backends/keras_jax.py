@@ -1,22 +1,22 @@
 """Keras 3 on the JAX backend: `layers.GRU(reset_after=True)` and `layers.Bidirectional`.
 
-Keras picks its backend once, at first import, from `KERAS_BACKEND`. This adapter sets
-`KERAS_BACKEND=jax` just before it imports keras (`_import_keras`); if keras was already
-imported in this process with another backend, the adapter is unavailable and says so
-(set `KERAS_BACKEND=jax` in the environment to run it next to other keras users).
+A second family, `keras-jax-reset-after-false`, runs `layers.GRU(reset_after=False)`, Keras's
+other GRU (reset before the recurrent matmul); it declares that form and is judged in it.
 
-One Keras layer per PyTorch layer, `return_sequences=True, return_state=True`, built once
-per structure and run with `layer.stateless_call` inside one `jax.jit` (Keras's documented
-way to use a layer as a pure JAX function), with the converted weights as arguments.
-Variable lengths go in as Keras's `mask` (True = valid step); h0 as `initial_state`.
-Keras has no time-major option: time-major cases are transposed around the call.
-Weights come from `backends.converters.keras_gru` (gate order z, r, h; exact).
+Keras picks its backend once, at first import, from `KERAS_BACKEND`. This adapter sets
+`KERAS_BACKEND=jax` just before it imports keras (`keras_common.import_keras`); if keras was
+already imported in this process with another backend, the adapter is unavailable and says so
+(set `KERAS_BACKEND=jax` in the environment to run it next to other keras users). Keras on
+TensorFlow and on PyTorch run in worker processes of their own (`backends.keras_native`).
+
+The layers are `keras_common.build_layers`' (one per PyTorch layer; mask, h0 and layout as
+that module says), built once per structure and run with `layer.stateless_call` inside one
+`jax.jit` (Keras's documented way to use a layer as a pure JAX function), with the converted
+weights as arguments.
 """
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from backends import keras_common
 from backends.converters import keras_gru as conv
 from backends.jax_common import (
     INSTALL_HINT,
@@ -32,38 +33,12 @@ from backends.jax_common import (
 )
 from conformance.case import Case
 from conformance.contract import Availability, first_line
-
-_HOST_ZEROS: Any = None
+from conformance.forms import PYTORCH, Form
 
 
 def _import_keras() -> Any:
     """keras, imported on the JAX backend; raises RuntimeError if another backend got there first."""
-    if "keras" not in sys.modules:
-        os.environ["KERAS_BACKEND"] = "jax"  # read once, at keras's first import
-    import keras
-
-    if keras.backend.backend() != "jax":
-        raise RuntimeError(
-            f"keras was already imported with backend {keras.backend.backend()!r}; "
-            "set KERAS_BACKEND=jax before anything imports keras"
-        )
-    return keras
-
-
-def _host_zeros() -> Any:
-    """A Keras initializer returning numpy zeros: building a layer then computes no random init."""
-    global _HOST_ZEROS
-    if _HOST_ZEROS is None:
-        keras = _import_keras()
-        initializer: Any = keras.initializers.Initializer  # keras is imported lazily, so mypy sees Any
-
-        @keras.saving.register_keras_serializable(package="gru_conformance")
-        class HostZeros(initializer):
-            def __call__(self, shape: Any, dtype: Any = None) -> np.ndarray:
-                return np.zeros(shape, dtype=keras.backend.standardize_dtype(dtype))
-
-        _HOST_ZEROS = HostZeros
-    return _HOST_ZEROS()
+    return keras_common.import_keras("jax")
 
 
 @dataclass
@@ -71,6 +46,13 @@ class KerasJaxGru(JaxBackend):
     family: str = "keras-jax"
     modules: tuple[str, ...] = ("jax",)
     library: tuple[str, ...] = ("keras",)
+    program_modules: tuple[str, ...] = ("backends.keras_common",)
+    reset_after: bool = True  # False: Keras's other GRU (reset before the recurrent matmul), its own column
+
+    @property
+    def form(self) -> Form:
+        """What Keras documents `reset_after` to mean: True is PyTorch's form, False the other one."""
+        return PYTORCH if self.reset_after else Form(linear_before_reset=False)
 
     def availability(self) -> Availability:
         base = super().availability()
@@ -88,41 +70,25 @@ class KerasJaxGru(JaxBackend):
         return conv
 
     def convert(self, tensors: dict[str, np.ndarray]) -> Any:
-        return conv.torch_to_keras(tensors)
+        return conv.torch_to_keras(tensors, self.reset_after)
+
+    def describe(self) -> dict[str, Any]:
+        notes = super().describe()
+        if not self.reset_after:  # the (3H,) bias folds every recurrent bias into the input one
+            notes["folds"] = conv.RESET_BEFORE_FOLDS
+            notes["cannot_represent"] = ["the split of each gate's bias between bias_ih and bias_hh (only sums)"]
+        return notes
+
+    def convert_gradients(self, grads: Any, case: Case) -> dict[str, np.ndarray]:
+        return conv.keras_gradients_to_torch(grads, case.bidirectional, bias=case.bias)
 
     def library_notes(self) -> dict[str, Any]:
-        keras = _import_keras()
-        return {
-            "keras": keras.__version__,
-            "keras_backend": keras.backend.backend(),
-            "modules": "keras.layers.GRU(reset_after=True) / keras.layers.Bidirectional, one per layer",
-            "variable_lengths": "mask=(B,T) valid steps; padded outputs: Keras repeats the previous output",
-            "layout": "Keras is batch-major only: time-major cases are transposed around the call",
-        }
+        return keras_common.notes(_import_keras(), self.reset_after)
 
     def build_program(self, case: Case) -> Any:
-        keras = _import_keras()
-        layers, non_trainable = [], []
+        layers = keras_common.build_layers(_import_keras(), case, self.reset_after)
+        non_trainable = [[np.asarray(v.value) for v in module.non_trainable_variables] for module in layers]
         directions = case.num_directions
-        for layer in range(case.num_layers):
-            width = case.input_size if layer == 0 else case.hidden_size * directions
-            gru = keras.layers.GRU(
-                case.hidden_size,
-                return_sequences=True,
-                return_state=True,
-                reset_after=True,
-                use_bias=case.bias,
-                dtype=case.dtype,
-                kernel_initializer=_host_zeros(),
-                recurrent_initializer=_host_zeros(),
-                bias_initializer=_host_zeros(),
-            )
-            module = (
-                keras.layers.Bidirectional(gru, merge_mode="concat", dtype=case.dtype) if case.bidirectional else gru
-            )
-            module.build((None, None, width))
-            layers.append(module)
-            non_trainable.append([np.asarray(v.value) for v in module.non_trainable_variables])
 
         def program(weights: Any, x: Any, h0: Any, seq_lengths: Any) -> tuple[Any, Any]:
             import jax.numpy as jnp
@@ -132,7 +98,7 @@ class KerasJaxGru(JaxBackend):
             mask = None if seq_lengths is None else jnp.arange(steps)[None, :] < seq_lengths[:, None]
             h_n = []
             for index, module in enumerate(layers):
-                init = None if h0 is None else [h0[index * directions + d] for d in range(directions)]
+                init = keras_common.initial_state(h0, index, directions)
                 outputs, _ = module.stateless_call(
                     weights[index], non_trainable[index], seq, initial_state=init, mask=mask
                 )
@@ -149,3 +115,11 @@ def backends() -> Iterator[KerasJaxGru]:
     yield KerasJaxGru(device="cpu")
     if gpu_seen():
         yield KerasJaxGru(device="cuda")
+
+
+def reset_before_backends() -> Iterator[KerasJaxGru]:
+    """keras-jax-reset-after-false[cpu] (and [cuda]): `layers.GRU(reset_after=False)`, judged in its own form."""
+    family = "keras-jax-reset-after-false"
+    yield KerasJaxGru(family=family, device="cpu", reset_after=False)
+    if gpu_seen():
+        yield KerasJaxGru(family=family, device="cuda", reset_after=False)

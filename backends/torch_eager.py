@@ -2,6 +2,11 @@
 
 Variable lengths go through `pack_padded_sequence` / `pad_packed_sequence` with
 `total_length=seq_len`, and `enforce_sorted` follows the case.
+
+Gradients (`run_backward`) are autograd's, as a user training with `nn.GRU` gets them: x and
+h0 are leaf tensors that require grad, the same forward (packed the same way, under the same
+precision mode) builds the graph, and `backward()` of L = sum(output * G_out) + sum(h_n * G_h)
+fills `.grad` of x, h0 and every parameter, already in the state_dict layout.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import numpy as np
 
 from conformance.case import Case
 from conformance.contract import Availability, BaseBackend, UnsupportedCase, first_line
-from conformance.data import GruOutput, Inputs, Weights
+from conformance.data import Cotangents, GradientTensors, GruOutput, Inputs, Weights
 from conformance.dtypes import fmt
 
 INSTALL_HINT = "pip install -e '.[torch]' -c constraints.txt"
@@ -84,6 +89,31 @@ def precision_scope(torch: Any, precision: str) -> Iterator[None]:
         torch.set_float32_matmul_precision(saved[2])
 
 
+# What torch raises for what it can't do, as opposed to a crash: a kernel missing for a dtype, and
+# pack_padded_sequence's refusal of a length of 0.
+REFUSALS = ("not implemented for", "has to be greater than 0")
+
+
+@contextmanager
+def refusals() -> Iterator[None]:
+    """A kernel torch doesn't have for this dtype and device ("... not implemented for 'Half'"), or a length
+    of 0 (pack_padded_sequence refuses empty sequences), is a refusal."""
+    try:
+        yield
+    except (RuntimeError, NotImplementedError) as error:
+        if any(refusal in str(error) for refusal in REFUSALS):
+            raise UnsupportedCase(first_line(error)) from error
+        raise
+
+
+def gradient(leaf: Any, dtype_name: str) -> np.ndarray:
+    """A leaf's `.grad` as numpy in its own format; a leaf autograd never reached has none (None), read as zeros."""
+    import torch
+
+    grad = leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)
+    return to_numpy(grad, dtype_name)
+
+
 @dataclass
 class TorchGru(BaseBackend):
     family: str = "torch"
@@ -127,31 +157,47 @@ class TorchGru(BaseBackend):
         module.load_state_dict(state, strict=True)
         return module.eval()
 
-    def run(self, case: Case, weights: Weights, inputs: Inputs) -> GruOutput:
+    def forward(self, case: Case, module: Any, x: Any, h0: Any, lengths: np.ndarray | None) -> tuple[Any, Any]:
+        """(output, h_n) as a user calls the module: packed through `pack_padded_sequence` when lengths are given."""
         import torch
         from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+        if lengths is None:
+            return module(x, h0)  # type: ignore[no-any-return]
+        packed = pack_padded_sequence(
+            x,
+            torch.tensor(np.array(lengths)),  # lengths stay on the CPU, as torch requires
+            batch_first=case.batch_first,
+            enforce_sorted=case.enforce_sorted,
+        )
+        packed_out, h_n = module(packed, h0)
+        output, _ = pad_packed_sequence(packed_out, batch_first=case.batch_first, total_length=case.seq_len)
+        return output, h_n
+
+    def run(self, case: Case, weights: Weights, inputs: Inputs) -> GruOutput:
+        import torch
 
         module = self.build(case, weights)
         x = to_torch(torch, inputs.x, case.dtype, self.device)
         h0 = None if inputs.h0 is None else to_torch(torch, inputs.h0, case.dtype, self.device)
-        try:
-            with torch.no_grad(), precision_scope(torch, self.precision):
-                if inputs.lengths is None:
-                    output, h_n = module(x, h0)
-                else:
-                    packed = pack_padded_sequence(
-                        x,
-                        torch.tensor(np.array(inputs.lengths)),  # lengths stay on the CPU, as torch requires
-                        batch_first=case.batch_first,
-                        enforce_sorted=case.enforce_sorted,
-                    )
-                    packed_out, h_n = module(packed, h0)
-                    output, _ = pad_packed_sequence(packed_out, batch_first=case.batch_first, total_length=case.seq_len)
-        except (RuntimeError, NotImplementedError) as error:
-            if "not implemented for" in str(error):
-                raise UnsupportedCase(first_line(error)) from error
-            raise
+        with refusals(), torch.no_grad(), precision_scope(torch, self.precision):
+            output, h_n = self.forward(case, module, x, h0, inputs.lengths)
         return GruOutput(output=to_numpy(output, case.dtype), h_n=to_numpy(h_n, case.dtype))
+
+    def run_backward(self, case: Case, weights: Weights, inputs: Inputs, cotangents: Cotangents) -> GradientTensors:
+        """Autograd's dL/d x, h0 (if given) and every parameter, in the case dtype and PyTorch's layout."""
+        import torch
+
+        module = self.build(case, weights)
+        x = to_torch(torch, inputs.x, case.dtype, self.device).requires_grad_()
+        h0 = None if inputs.h0 is None else to_torch(torch, inputs.h0, case.dtype, self.device).requires_grad_()
+        g_output = to_torch(torch, cotangents.output, case.dtype, self.device)
+        g_h_n = to_torch(torch, cotangents.h_n, case.dtype, self.device)
+        with refusals(), torch.enable_grad(), precision_scope(torch, self.precision):
+            output, h_n = self.forward(case, module, x, h0, inputs.lengths)
+            ((output * g_output).sum() + (h_n * g_h_n).sum()).backward()
+        leaves = {"x": x, **({"h0": h0} if h0 is not None else {}), **dict(module.named_parameters())}
+        return {name: gradient(leaf, case.dtype) for name, leaf in leaves.items()}
 
 
 def backends() -> Iterator[TorchGru]:

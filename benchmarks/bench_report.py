@@ -18,8 +18,8 @@ from typing import Any
 
 from conformance import matrix
 from conformance.case import Case
-from conformance.engine import rerun_command
 from conformance.environment import environment
+from conformance.records import rerun_command
 from reports.render import render
 
 BACKENDS = ["torch[cpu]", "onnx-spec/ort[cpu]", "flax-linen[cpu]", "jax-scan[cpu]", "keras-jax[cpu]", "equinox[cpu]"]

@@ -1,4 +1,5 @@
-"""Per backend, in one line: what agrees, what doesn't, and why.
+"""Per backend (and quantity: its forward and its backward check apart), in one line: what agrees, what
+doesn't, and why.
 
 Built from result records alone (no numerical imports), so the terminal summary and the
 report say the same thing: the verdict counts, the simplest condition on the case fields
@@ -15,7 +16,7 @@ from typing import Any
 
 from conformance.case import Case
 from conformance.patterns import Pattern, find_pattern
-from conformance.records import RESULT
+from conformance.records import FORWARD, INVARIANT_PREFIX, ORACLE_CHECK, QUANTITIES, RESULT, check_of
 from conformance.verdict import Verdict
 
 NOT_RUN = (Verdict.UNSUPPORTED, Verdict.SKIPPED)
@@ -28,6 +29,34 @@ class BackendSummary:
     pattern: Pattern | None = None  # over the cases that ran, when something failed
     likely: str | None = None  # the most frequent diagnosis among failures, "id (k of n failures)"
     top_reason: dict[str, str] = field(default_factory=dict)  # verdict -> its most frequent first reason line
+    quantity: str = FORWARD  # which check the counts are of: forward (outputs) or backward (gradients)
+    invariants: Counter[tuple[str, str]] = field(default_factory=Counter)  # (check, verdict) -> invariant results
+
+    @property
+    def label(self) -> str:
+        """How a row names itself: `torch[cpu]` for the forward check, `torch[cpu] (backward)` for gradients."""
+        return self.backend if self.quantity == FORWARD else f"{self.backend} ({self.quantity})"
+
+    def invariant_line(self) -> str:
+        """e.g. `invariants: 4 hold (batch-independence, ...); broken: determinism (2 of 6, informative)`."""
+        checks = sorted({check for check, _ in self.invariants})
+        if not checks:
+            return ""
+        held, broken = [], []
+        for check in checks:
+            name = check.removeprefix(INVARIANT_PREFIX)
+            counts = {v: n for (c, v), n in self.invariants.items() if c == check}
+            ran = sum(n for v, n in counts.items() if Verdict(v) not in NOT_RUN)
+            bad = sum(n for v, n in counts.items() if Verdict(v) in (Verdict.FAIL, Verdict.ERROR, Verdict.CONVENTION))
+            if bad:
+                informative = "" if any(Verdict(v).failing for v in counts) else ", informative"
+                broken.append(f"{name} ({bad} of {ran}{informative})")
+            elif ran:
+                held.append(name)
+        parts = [f"{len(held)} hold" + (f" ({', '.join(held)})" if held else "")]
+        if broken:
+            parts.append("broken: " + ", ".join(broken))
+        return "invariants: " + "; ".join(parts)
 
     @property
     def ran(self) -> int:
@@ -67,6 +96,7 @@ class BackendSummary:
     def as_dict(self) -> dict[str, Any]:
         return {
             "backend": self.backend,
+            "quantity": self.quantity,
             "counts": dict(self.counts),
             "pattern": None if self.pattern is None else self.pattern.as_dict(),
             "likely": self.likely,
@@ -79,16 +109,32 @@ def _clip(text: str, width: int = 110) -> str:
 
 
 def summarize(records: Iterable[dict[str, Any]]) -> list[BackendSummary]:
-    """One summary per backend, in first-seen order, from `result` records (other kinds are ignored)."""
-    by_backend: dict[str, list[dict[str, Any]]] = {}
+    """One summary per backend and quantity, backends in first-seen order, each backend's forward summary
+    before its backward one, from `result` records (other kinds are ignored; no quantity means forward).
+    Invariant results (`check` other than oracle) are counted on the backend's forward summary."""
+    by_backend: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    invariants: dict[str, list[dict[str, Any]]] = {}
     for record in records:
         if record.get("kind") == RESULT:
-            by_backend.setdefault(record["backend"], []).append(record)
-    return [_summary(backend, results) for backend, results in by_backend.items()]
+            if check_of(record) != ORACLE_CHECK:
+                invariants.setdefault(record["backend"], []).append(record)
+                continue
+            quantity = record.get("quantity", FORWARD)
+            by_backend.setdefault(record["backend"], {}).setdefault(quantity, []).append(record)
+    order = {q: i for i, q in enumerate(QUANTITIES)}
+    summaries = [
+        _summary(backend, results, quantity)
+        for backend, by_quantity in by_backend.items()
+        for quantity, results in sorted(by_quantity.items(), key=lambda item: order.get(item[0], len(order)))
+    ]
+    for summary in summaries:
+        if summary.quantity == FORWARD:
+            summary.invariants = Counter((check_of(r), r["verdict"]) for r in invariants.get(summary.backend, []))
+    return summaries
 
 
-def _summary(backend: str, results: list[dict[str, Any]]) -> BackendSummary:
-    summary = BackendSummary(backend, Counter(r["verdict"] for r in results))
+def _summary(backend: str, results: list[dict[str, Any]], quantity: str = FORWARD) -> BackendSummary:
+    summary = BackendSummary(backend, Counter(r["verdict"] for r in results), quantity=quantity)
     reasons: dict[str, Counter[str]] = {}
     for r in results:
         first = (r.get("reason") or "").strip().splitlines()

@@ -11,11 +11,11 @@ import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
-Lengths = Literal["dense", "sorted", "unsorted", "full"]
+Lengths = Literal["dense", "sorted", "unsorted", "full", "zero"]
 DType = Literal["float32", "float64", "float16", "bfloat16"]
 ExportShape = Literal["same", "other", "degenerate"]
 
-LENGTHS: tuple[str, ...] = ("dense", "sorted", "unsorted", "full")
+LENGTHS: tuple[str, ...] = ("dense", "sorted", "unsorted", "full", "zero")
 DTYPES: tuple[str, ...] = ("float32", "float64", "float16", "bfloat16")
 EXPORT_SHAPES: tuple[str, ...] = ("same", "other", "degenerate")
 # The fixed trace shape of `other` (batch, seq_len), independent of the run shape so one export serves
@@ -23,6 +23,13 @@ EXPORT_SHAPES: tuple[str, ...] = ("same", "other", "degenerate")
 OTHER_DIMS = (4, 7)
 OTHER_ALTERNATE = (5, 8)
 DEGENERATE_DIMS = (1, 1)
+
+# Bounds on one case, so a `--case` id or a matrix value can't ask for unbounded work. The oracle and
+# the error-gain measurement (conformance/tolerance.py) step through every step of every layer and
+# direction in Python, about 0.7 ms a step on a laptop core, and every tensor is held several times
+# in float64. The matrix's largest case is 260 steps x 3 layers x 2 directions = 1560.
+MAX_SEQUENTIAL_STEPS = 20_000  # seq_len x num_layers x num_directions: about 15 s of reference work
+MAX_ELEMENTS = 10_000_000  # of the largest tensor (x, output, a weight matrix): 80 MB in float64
 
 
 class CaseError(ValueError):
@@ -36,8 +43,10 @@ class Case:
     `lengths` names the kind of batch: `dense` (no packing), `sorted` and
     `unsorted` (packed, with a length of 1 and a length of seq_len among the
     items; `unsorted` means `enforce_sorted=False`), and `full` (packed, every
-    length equal to seq_len). The per-item lengths themselves are data, drawn
-    from the seed (see `conformance.data`).
+    length equal to seq_len), and `zero` (packed and unsorted, with one item of
+    length 0: what comes back for it is a policy question, see `conformance.oracle`).
+    The per-item lengths themselves are data, drawn from the seed (see
+    `conformance.data`).
 
     `export_shape` matters to backends that trace or compile at one shape, and says
     where the model is traced: `same` at the run shape; `other` at one fixed shape
@@ -79,6 +88,34 @@ class Case:
             return f"export_shape must be one of {', '.join(EXPORT_SHAPES)}"
         if self.lengths in ("sorted", "unsorted") and (self.batch < 2 or self.seq_len < 2):
             return f"'{self.lengths}' lengths need two different lengths: batch >= 2 and seq_len >= 2"
+        if self.lengths == "zero" and self.batch < 2:
+            return "'zero' lengths need an item of length 0 beside one that runs: batch >= 2"
+        return None
+
+    def excess(self) -> str | None:
+        """Why this case is too large to check (see MAX_SEQUENTIAL_STEPS and MAX_ELEMENTS), or None.
+
+        Apart from `impossibility`: an oversized case exists (results that hold one still load),
+        it is only refused up front, before any work starts.
+        """
+        steps = self.seq_len * self.num_layers * self.num_directions
+        if steps > MAX_SEQUENTIAL_STEPS:
+            return (
+                f"seq_len {self.seq_len} x {self.num_layers} layer(s) x {self.num_directions} direction(s) = "
+                f"{steps} sequential steps, over the bound of {MAX_SEQUENTIAL_STEPS} (conformance.case.MAX_SEQUENTIAL_STEPS)"
+            )
+        units = self.hidden_size * self.num_directions
+        sizes = {
+            "x": self.seq_len * self.batch * self.input_size,
+            "output": self.seq_len * self.batch * units,
+            "weight_ih": 3 * self.hidden_size * max(self.input_size, units if self.num_layers > 1 else 0),
+            "weight_hh": 3 * self.hidden_size * self.hidden_size,
+        }
+        name, size = max(sizes.items(), key=lambda item: item[1])
+        if size > MAX_ELEMENTS:
+            return (
+                f"{name} would hold {size} elements, over the bound of {MAX_ELEMENTS} (conformance.case.MAX_ELEMENTS)"
+            )
         return None
 
     @property
@@ -91,7 +128,7 @@ class Case:
 
     @property
     def enforce_sorted(self) -> bool:
-        return self.lengths != "unsorted"
+        return self.lengths not in ("unsorted", "zero")
 
     @property
     def export_dims(self) -> tuple[int, int]:
@@ -174,6 +211,6 @@ class Case:
 _ID_PATTERN = re.compile(
     r"I(?P<i>\d+)H(?P<h>\d+)-L(?P<layers>\d+)-(?P<dir>uni|bi)-(?P<layout>tm|bf)"
     r"-(?P<bias>bias|nobias)-(?P<h0>h0|noh0)-B(?P<batch>\d+)T(?P<seq>\d+)"
-    r"-(?P<lengths>dense|sorted|unsorted|full)-(?P<dtype>float32|float64|float16|bfloat16)"
+    r"-(?P<lengths>dense|sorted|unsorted|full|zero)-(?P<dtype>float32|float64|float16|bfloat16)"
     r"-x(?P<export>same|other|degenerate)-s(?P<seed>\d+)"
 )

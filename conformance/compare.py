@@ -6,6 +6,7 @@ worst element (named axes), both values, abs/rel/ULP error, tolerance, headroom.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -40,7 +41,7 @@ def name_index(case: Case, tensor: str, index: tuple[int, ...]) -> dict[str, Any
     return named
 
 
-def _structure_checks(tensor: str, expected: np.ndarray, actual: Any, dtype: str) -> list[Check]:
+def structure_checks(tensor: str, expected: np.ndarray, actual: Any, dtype: str) -> list[Check]:
     checks = []
     shape = tuple(getattr(actual, "shape", ()))
     ok = shape == expected.shape
@@ -53,7 +54,7 @@ def _structure_checks(tensor: str, expected: np.ndarray, actual: Any, dtype: str
     return checks
 
 
-def _numeric_check(
+def numeric_check(
     case: Case,
     name: str,
     tensor: str,
@@ -62,8 +63,11 @@ def _numeric_check(
     mask: np.ndarray,
     tol: float,
     kind: str,
+    names: Callable[[tuple[int, ...]], dict[str, Any]] | None = None,
 ) -> Check:
-    """Max errors over the masked elements; the worst element is the largest abs error (NaN counts as worst)."""
+    """Max errors over the masked elements; the worst element is the largest abs error (NaN counts as worst).
+
+    `names` turns the worst element's index into named axes; default: `name_index` of `tensor`."""
     if not mask.any():
         return Check(name, kind, True, "no elements", max_abs=0.0, tolerance=tol, headroom=0.0)
     act = np.asarray(actual, dtype=np.float64)
@@ -81,7 +85,8 @@ def _numeric_check(
     max_ulp = float(np.nan_to_num(ulps[mask], nan=np.inf, posinf=np.inf).max())
     headroom = max_abs / tol if tol > 0 else (0.0 if max_abs == 0 else float("inf"))
     passed = max_abs <= tol
-    where = ", ".join(f"{k}={v}" for k, v in name_index(case, tensor, idx).items())
+    named = names(idx) if names is not None else name_index(case, tensor, idx)
+    where = ", ".join(f"{k}={v}" for k, v in named.items())
     message = (
         f"{name}: worst element at [{where}]: expected {float(expected[idx])!r}, got {float(act[idx])!r}; "
         f"abs err {max_abs:.3g} {'<=' if passed else '>'} tolerance {tol:.3g} (headroom {headroom:.3g}), "
@@ -97,7 +102,7 @@ def _numeric_check(
         max_ulp=max_ulp,
         tolerance=tol,
         headroom=headroom,
-        worst_index=name_index(case, tensor, idx),
+        worst_index=named,
         expected=float(expected[idx]),
         actual=float(act[idx]),
     )
@@ -113,6 +118,40 @@ def valid_mask(case: Case, lengths: np.ndarray | None, shape: tuple[int, ...]) -
     return np.broadcast_to(valid[..., None], shape)
 
 
+def ran_items(lengths: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    """True at h_n elements of items that ran at least one step (every item unless a length is 0)."""
+    if lengths is None:
+        return np.ones(shape, bool)
+    return np.broadcast_to((np.asarray(lengths) > 0)[None, :, None], shape)
+
+
+ZERO_LENGTH = "h_n.zero-length"
+
+
+def zero_length_check(case: Case, expected: np.ndarray, actual: np.ndarray, empty: np.ndarray, tol: float) -> Check:
+    """h_n of the items of length 0, against the policy (their h0, or 0 without h0): a convention, never arithmetic.
+
+    No two libraries agree on what an empty sequence returns, so a difference here is recorded as
+    the backend's convention, named by what came back; the other items are judged by the `h_n` check.
+    The tolerance is the case's: an implementation that keeps the state of an item that never runs
+    returns h0 exactly, one that does anything else is off by O(1).
+    """
+    check = numeric_check(case, ZERO_LENGTH, "h_n", expected, actual, empty, tol, "convention")
+    if check.passed:
+        return check
+    got = np.asarray(actual, dtype=np.float64)[empty]
+    if np.isnan(got).any():
+        what = "h_n of a length-0 item holds NaN, not " + ("h0" if case.initial_state else "0 (h0 omitted)")
+    elif not case.initial_state:
+        what = "h_n of a length-0 item is not 0 (its h0, omitted)"
+    elif np.all(np.abs(got) <= tol):
+        what = "h_n of a length-0 item is 0, not h0"
+    else:
+        what = "h_n of a length-0 item is neither h0 nor 0"
+    check.message = f"{what}; {check.message}"
+    return check
+
+
 def compare(
     case: Case, expected: GruOutput, actual: GruOutput, tolerance: Tolerance, lengths: np.ndarray | None
 ) -> list[Check]:
@@ -121,21 +160,22 @@ def compare(
     for tensor in ("output", "h_n"):
         exp = np.asarray(getattr(expected, tensor), dtype=np.float64)
         act = getattr(actual, tensor)
-        structure = _structure_checks(tensor, exp, act, case.dtype)
+        structure = structure_checks(tensor, exp, act, case.dtype)
         checks += structure
         if not structure[0].passed:
             continue
         act = np.asarray(act)
         if tensor == "h_n":
-            checks.append(
-                _numeric_check(case, "h_n", "h_n", exp, act, np.ones(exp.shape, bool), tolerance.atol, "arithmetic")
-            )
+            ran = ran_items(lengths, exp.shape)
+            checks.append(numeric_check(case, "h_n", "h_n", exp, act, ran, tolerance.atol, "arithmetic"))
+            if not ran.all():
+                checks.append(zero_length_check(case, exp, act, ~ran, tolerance.atol))
             continue
         valid = valid_mask(case, lengths, exp.shape)
-        checks.append(_numeric_check(case, "output", "output", exp, act, valid, tolerance.atol, "arithmetic"))
+        checks.append(numeric_check(case, "output", "output", exp, act, valid, tolerance.atol, "arithmetic"))
         if case.packed:
             # PyTorch pads with exact zeros; anything else there is a convention difference.
-            checks.append(_numeric_check(case, "output.padding", "output", exp, act, ~valid, 0.0, "convention"))
+            checks.append(numeric_check(case, "output.padding", "output", exp, act, ~valid, 0.0, "convention"))
     return checks
 
 

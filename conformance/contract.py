@@ -11,12 +11,13 @@ registered under the `gru_conformance.backends` entry-point group (or given as
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from conformance.case import Case
 from conformance.data import Cotangents, GradientTensors, GruOutput, Inputs, Weights
+from conformance.forms import PYTORCH, Form
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,26 @@ class PrecisionAware(Protocol):
 
 
 @runtime_checkable
+class StatesComputeFormat(Protocol):
+    """Optional: a backend whose library picks its own arithmetic format states the one it really uses.
+
+    OpenVINO's CPU plugin runs float32 models in bfloat16 out of the box on CPUs that have
+    AVX512-BF16; the adapter reads that from the library (never assumes it) and returns it
+    here ("bfloat16", "float32", ...), or None when it computes in the case dtype. Under
+    `--precision default` the tolerance is derived for that format in place of TF32
+    (`conformance.tolerance.derive`); strict mode and float64 cases ignore it, so a backend
+    that computes in a narrower format there fails, as it should.
+    """
+
+    def compute_format(self, case: Case) -> str | None: ...
+
+
+def compute_format(backend: Backend, case: Case) -> str | None:
+    """The format `backend` states it computes `case` in, or None when it states none."""
+    return backend.compute_format(case) if isinstance(backend, StatesComputeFormat) else None
+
+
+@runtime_checkable
 class Differentiable(Protocol):
     """Optional: a backend whose library differentiates its own GRU (autograd, `jax.vjp`), as a user
     training with it would. The backward check compares what it returns with the float64 BPTT oracle.
@@ -101,6 +122,22 @@ class Differentiable(Protocol):
     """
 
     def run_backward(self, case: Case, weights: Weights, inputs: Inputs, cotangents: Cotangents) -> GradientTensors: ...
+
+
+def backward_refusal(backend: Backend) -> str | None:
+    """None for a `Differentiable` backend; else why it has no backward check (its `unsupported` reason).
+
+    An adapter whose library can't differentiate at all may say why in a `no_gradients` string
+    attribute (an ONNX inference runtime does); otherwise the reason names the missing method.
+    """
+    if isinstance(backend, Differentiable):
+        return None
+    why = getattr(backend, "no_gradients", None)
+    if isinstance(why, str) and why:
+        return f"{backend.name} does not differentiate: {why}"
+    return (
+        f"{backend.name} does not differentiate: its adapter has no run_backward (conformance.contract.Differentiable)"
+    )
 
 
 @runtime_checkable
@@ -159,6 +196,43 @@ def configure(backend: Backend, precision: str) -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Where a backend is rebuilt in its worker process, and what that process needs.
+
+    `factory` is a `pkg.module:callable` that, called in the worker, yields this backend among
+    others (matched there by name, after the same `configure(precision)`); `group` names the
+    worker: one long-lived process per group, shared by the group's backends (a family's CPU
+    and CUDA columns); `env` is set in the worker's environment before anything is imported
+    (`KERAS_BACKEND`, which Keras reads once per process).
+    """
+
+    factory: str
+    group: str
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class OutOfProcess(Protocol):
+    """Optional: a backend whose library must not share the suite's process (Keras on another backend
+    than the one already imported, a library that can abort or hang the process).
+
+    Selection replaces it with a proxy (`conformance.out_of_process`) that runs every call in the
+    worker process `worker_spec()` describes, with the same case, weights and inputs (dtype and
+    read-only flags included), and returns the same `GruOutput`. If the worker dies (a signal, an
+    abort) or overruns the per-case time limit, the proxy raises `WorkerFailure`, the result is
+    `error` saying so, and the next call starts a new worker. The adapter object in the suite's
+    process is only asked for its name, family, device and `worker_spec()`.
+    """
+
+    def worker_spec(self) -> WorkerSpec: ...
+
+
+class WorkerFailure(Exception):
+    """Raised by an out-of-process backend's proxy: the worker died, overran the time limit, or its
+    adapter raised. The message is the whole reason (signal or limit, and where), quoted as is."""
+
+
 Factory = Callable[[], Iterable[Backend]]
 
 
@@ -189,6 +263,19 @@ class BaseBackend:
 
     def describe(self) -> dict[str, Any]:
         return dict(self.notes)
+
+
+def declared_form(backend: Backend) -> Form:
+    """The GRU a backend declares it implements: its optional `form` attribute, else PyTorch's.
+
+    Half the GRU world computes the candidate with the reset gate applied before the recurrent
+    matmul (ONNX's default `linear_before_reset=0`, Keras `reset_after=False`, haiku's only GRU):
+    such a backend sets `form = Form(linear_before_reset=False)` and is judged against the
+    oracle's recurrence in that form (`conformance.forms`), its own semantics. ONNX attributes
+    beyond torch's (`activations`, `clip`) are declared the same way.
+    """
+    form = getattr(backend, "form", None)
+    return form if isinstance(form, Form) else PYTORCH
 
 
 def first_line(error: BaseException) -> str:

@@ -25,6 +25,7 @@ from conformance.contract import Backend
 from conformance.data import GruOutput, Inputs, Weights, case_data
 from conformance.pipeline import attempt, judge, refusal
 from conformance.records import CrossDeviceResult
+from conformance.time_limit import NO_LIMIT, TimeLimit
 from conformance.tolerance import derive
 from conformance.verdict import Verdict
 
@@ -63,7 +64,9 @@ def pairs(backends: list[Backend]) -> list[DevicePair]:
     return found
 
 
-def check(pair: DevicePair, case: Case, precision: str = "strict", data: Data = case_data) -> CrossDeviceResult:
+def check(
+    pair: DevicePair, case: Case, precision: str = "strict", data: Data = case_data, limit: TimeLimit = NO_LIMIT
+) -> CrossDeviceResult:
     """Run the case on both devices and compare the two outputs (CPU as the expected side).
 
     `data` gives the case's weights and inputs: the live generator, or stored vectors.
@@ -84,7 +87,7 @@ def check(pair: DevicePair, case: Case, precision: str = "strict", data: Data = 
     weights, inputs = data(case)
     outputs: list[GruOutput] = []
     for backend in (pair.cpu, pair.gpu):
-        tried = attempt(backend, case, weights, inputs)
+        tried = attempt(backend, case, weights, inputs, limit)
         if tried.output is None:  # a crash on one device is a finding, not a crash of the suite
             result.verdict, result.reason = tried.verdict or Verdict.ERROR, f"{backend.name}: {tried.reason}"
             return result

@@ -120,11 +120,17 @@ def make_weights(case: Case) -> Weights:
 
 
 def make_lengths(case: Case) -> np.ndarray | None:
-    """Per-item valid lengths. sorted/unsorted always contain 1 and seq_len."""
+    """Per-item valid lengths. sorted/unsorted always contain 1 and seq_len; zero contains 0 (first) and seq_len (last)."""
     if case.lengths == "dense":
         return None
     if case.lengths == "full":
         return np.full(case.batch, case.seq_len, dtype=np.int64)
+    if case.lengths == "zero":
+        # The empty item first and a full one last: unsorted, and the batch still spans seq_len steps.
+        draws = uniform(case, "lengths", (case.batch,), 1, case.seq_len + 1).astype(np.int64)
+        draws = np.clip(draws, 1, case.seq_len)
+        draws[0], draws[-1] = 0, case.seq_len
+        return draws
     draws = uniform(case, "lengths", (case.batch,), 1, case.seq_len + 1).astype(np.int64)
     draws = np.clip(draws, 1, case.seq_len)
     draws[0], draws[1] = case.seq_len, 1
@@ -167,10 +173,28 @@ def make_cotangents(case: Case) -> Cotangents:
 
 @lru_cache(maxsize=64)
 def case_data(case: Case) -> tuple[Weights, Inputs]:
-    """Weights and inputs of a case; cached because every backend checks the same case."""
+    """Weights and inputs of a case; cached because every backend checks the same case.
+
+    The cached arrays are read-only, but a backend never sees them: it gets `fresh` copies.
+    """
     weights, inputs = make_weights(case), make_inputs(case)
-    # Read-only: an adapter that writes into its inputs would corrupt the next backend's check.
     for array in [*weights.tensors.values(), inputs.x, inputs.h0, inputs.lengths]:
         if array is not None:
             array.setflags(write=False)
     return weights, inputs
+
+
+def fresh(weights: Weights, inputs: Inputs) -> tuple[Weights, Inputs]:
+    """Copies a backend may do anything with: a new dict, new writable arrays that share no memory.
+
+    Read-only flags are not enough to isolate backends: a library that writes through
+    `torch.from_numpy(inputs.x)` only warns, and an adapter may replace `weights.tensors`
+    entries; with shared data either would make the next, correct backend fail. The copy
+    costs microseconds (the largest case's data is tens of kilobytes).
+    """
+
+    def copy(array: np.ndarray | None) -> np.ndarray | None:
+        return None if array is None else np.array(array, copy=True)
+
+    tensors = {name: np.array(value, copy=True) for name, value in weights.tensors.items()}
+    return Weights(tensors), Inputs(x=np.array(inputs.x, copy=True), h0=copy(inputs.h0), lengths=copy(inputs.lengths))

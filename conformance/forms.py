@@ -20,6 +20,7 @@ import numpy as np
 from conformance.case import Case
 from conformance.data import GruOutput, Inputs, Weights
 from conformance.dtypes import quantize
+from conformance.records import PYTORCH_FORM
 
 Rounding = Callable[[np.ndarray], np.ndarray]
 
@@ -72,6 +73,39 @@ EXACT = Arithmetic("float64")
 
 
 @dataclass(frozen=True)
+class Activation:
+    """An activation as ONNX's GRU names it (`activations`, `activation_alpha`, `activation_beta`).
+
+    Sigmoid and Tanh take no parameters; HardSigmoid is max(0, min(1, alpha * x + beta)), whose
+    parameters differ between libraries (ONNX's defaults alpha=0.2, beta=0.5; Keras 3's
+    `hard_sigmoid` is relu6(x + 3) / 6, i.e. alpha=1/6, beta=0.5).
+    """
+
+    name: str = "Sigmoid"
+    alpha: float | None = None
+    beta: float | None = None
+
+    def __call__(self, v: np.ndarray) -> np.ndarray:
+        if self.name == "Sigmoid":
+            return _sigmoid(v)
+        if self.name == "Tanh":
+            return np.tanh(v)
+        if self.name == "HardSigmoid":
+            alpha = 0.2 if self.alpha is None else self.alpha
+            beta = 0.5 if self.beta is None else self.beta
+            return np.clip(alpha * v + beta, 0.0, 1.0)
+        raise ValueError(f"activation {self.name!r} is not modelled; known: Sigmoid, Tanh, HardSigmoid")
+
+    def describe(self) -> str:
+        params = [f"{k}={v:.4g}" for k, v in (("alpha", self.alpha), ("beta", self.beta)) if v is not None]
+        return self.name + (f"({', '.join(params)})" if params else "")
+
+
+SIGMOID = Activation("Sigmoid")
+TANH = Activation("Tanh")
+
+
+@dataclass(frozen=True)
 class Form:
     """What a GRU computes. The defaults are PyTorch's documented GRU, i.e. the oracle.
 
@@ -87,6 +121,9 @@ class Form:
     h_n_from_last_output: h_n is each direction's output at the last time step, as if
         `output[-1]` were the final state.
     arithmetic: how values are rounded (EXACT: float64, the oracle's).
+    gate_activation, candidate_activation: ONNX's `activations` f (r and z) and g (the candidate);
+        Sigmoid and Tanh are everyone's default.
+    clip: ONNX's `clip`, a bound applied to the input of every activation ([-clip, clip]); None: none.
     """
 
     linear_before_reset: bool = True
@@ -97,6 +134,25 @@ class Form:
     directions_reversed: bool = False
     h_n_from_last_output: bool = False
     arithmetic: Arithmetic = field(default=EXACT)
+    gate_activation: Activation = SIGMOID
+    candidate_activation: Activation = TANH
+    clip: float | None = None
+
+    def describe(self) -> str:
+        """The form as a report names it, after ONNX's attributes: what differs from PyTorch's GRU."""
+        text = (
+            PYTORCH_FORM
+            if self.linear_before_reset
+            else "linear_before_reset=0 (reset gate before the recurrent matmul)"
+        )
+        if (self.gate_activation, self.candidate_activation) != (SIGMOID, TANH):
+            text += f", activations={self.gate_activation.describe()}/{self.candidate_activation.describe()}"
+        if self.clip is not None:
+            text += f", clip={self.clip:g}"
+        return text
+
+
+PYTORCH = Form()  # the oracle's own form: what every backend implements unless it declares another
 
 
 def _sigmoid(v: np.ndarray) -> np.ndarray:
@@ -124,18 +180,24 @@ def _direction(
     advance = form.advance_through_padding[1 if reverse else 0]
     w_hr, w_hz, w_hn = w_hh[:hidden], w_hh[hidden : 2 * hidden], w_hh[2 * hidden :]
     b_hr, b_hz, b_hn = b_hh[:hidden], b_hh[hidden : 2 * hidden], b_hh[2 * hidden :]
+    f, g = form.gate_activation, form.candidate_activation
+    bound = form.clip
+
+    def clip(v: np.ndarray) -> np.ndarray:
+        return v if bound is None else np.clip(v, -bound, bound)
+
     steps = range(xs.shape[0] - 1, -1, -1) if reverse else range(xs.shape[0])
     for t in steps:
         gi = gi_all[t]
         i_r, i_z, i_n = gi[:, :hidden], gi[:, hidden : 2 * hidden], gi[:, 2 * hidden :]
-        r = q(_sigmoid(q(q(i_r + mm(h, w_hr.T)) + b_hr)))
-        z = q(_sigmoid(q(q(i_z + mm(h, w_hz.T)) + b_hz)))
+        r = q(f(clip(q(q(i_r + mm(h, w_hr.T)) + b_hr))))
+        z = q(f(clip(q(q(i_z + mm(h, w_hz.T)) + b_hz))))
         if not form.linear_before_reset:
-            n = q(np.tanh(q(q(i_n + mm(q(r * h), w_hn.T)) + b_hn)))
+            n = q(g(clip(q(q(i_n + mm(q(r * h), w_hn.T)) + b_hn))))
         elif form.bias_hn_outside_reset:
-            n = q(np.tanh(q(q(i_n + q(r * mm(h, w_hn.T))) + b_hn)))
+            n = q(g(clip(q(q(i_n + q(r * mm(h, w_hn.T))) + b_hn))))
         else:
-            n = q(np.tanh(q(i_n + q(r * q(mm(h, w_hn.T) + b_hn)))))
+            n = q(g(clip(q(i_n + q(r * q(mm(h, w_hn.T) + b_hn))))))
         if form.update_swapped:
             h_new = q(q(z * n) + q(q(1.0 - z) * h))
         else:

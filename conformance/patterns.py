@@ -55,7 +55,7 @@ class Atom:
 # Named predicates: concepts a bug depends on that no single field value spells.
 DERIVED: tuple[tuple[str, str, Callable[[Case], bool]], ...] = (
     ("packed", "lengths", lambda case: case.lengths != "dense"),
-    ("ragged", "lengths", lambda case: case.lengths in ("sorted", "unsorted")),  # items of different lengths
+    ("ragged", "lengths", lambda case: case.lengths in ("sorted", "unsorted", "zero")),  # items of different lengths
     ("16-bit dtype", "dtype", lambda case: case.dtype in ("float16", "bfloat16")),
 )
 

@@ -12,44 +12,68 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
+import math
 import os
+import re
 import shlex
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conformance import cross_device, divergences, estimate, matrix, progress, selection, sharding
+from conformance import cross_device, divergences, estimate, matrix, progress, selection, sharding, time_limit
+from conformance import invariants as invariant_checks
 from conformance.backend_summary import BackendSummary, summarize
 from conformance.case import Case, CaseError
-from conformance.contract import Backend, Preparing
-from conformance.engine import ORACLE, check
+from conformance.contract import Availability, Backend, Differentiable, Preparing, declared_form, first_line
+from conformance.diagnosis import registry_variant_ids
+from conformance.engine import ORACLE, check, check_backward
 from conformance.environment import environment
-from conformance.pipeline import Reference
+from conformance.pipeline import Attempts, Reference
+from conformance.probing import probe
 from conformance.records import (
     BACKEND,
+    BACKWARD,
     END,
+    FORWARD,
+    PROBE,
+    QUANTITIES,
     RESULT,
     CrossDeviceResult,
     Result,
     ResultsWriter,
     merge_worker_files,
     read_records,
+    rerun_command,
     worker_path,
 )
+from conformance.schema import clobbers
+from conformance.time_limit import TimeLimit, capture
 from conformance.vectors import VectorsError, VectorsReference, check_integrity
 from conformance.verdict import Verdict
 
 DEFAULT_RESULTS = Path("reports/out/results.jsonl")
 DEFAULT_REPORT = Path("reports/out/report.html")
 PACKAGE_DIR = Path(__file__).resolve().parent  # holds the conformance test modules
+CASE_FIELD_NAMES = tuple(f.name for f in fields(Case))
 RUN_KEY = pytest.StashKey["ConformanceRun"]()
 REPORT_KEY = pytest.StashKey[str]()  # where the report went, for the terminal summary
 PLAN_KEY = pytest.StashKey[bool]()  # `--plan`: print the plan, run nothing
+# `--quantity`: what the run checks. Each test function checks one quantity; one that --quantity leaves
+# out is parametrized with a single NOT_SELECTED placeholder, which collection then deselects.
+QUANTITY_CHOICES = {"forward": (FORWARD,), "backward": (BACKWARD,), "both": QUANTITIES}
+QUANTITY_OF_TEST = {
+    "test_gru": FORWARD,
+    "test_gru_backward": BACKWARD,
+    "test_cross_device": FORWARD,
+    "test_invariant": FORWARD,
+}
+NOT_SELECTED = "not-selected-by---quantity"
 
 
 @dataclass
@@ -67,57 +91,168 @@ class ConformanceRun:
     verdicts: Counter[str] = field(default_factory=Counter)
     reference: Reference = ORACLE  # or stored vectors (--vectors)
     rerun_args: tuple[str, ...] = ()  # options a rerun command needs besides backend, case and reference
+    probes: dict[str, str] = field(default_factory=dict)  # --explain: backend -> what its probe found
+    limit: TimeLimit = field(default_factory=TimeLimit)  # --case-timeout
+    warnings: list[str] = field(default_factory=list)  # shown in the terminal summary (registry, prepare)
+    quantities: tuple[str, ...] = QUANTITIES  # --quantity: forward, backward or both
+    invariants: list[invariant_checks.Invariant] = field(default_factory=list)  # the tier's ([invariants])
+    attempts: Attempts = field(default_factory=Attempts)  # case runs kept for the invariants of the same pair
     collecting_since: float | None = None  # when collection began (the plan's per-check overhead)
     prepare_s: float = 0.0  # building ahead (exports, programs): timed apart from the checks
 
-    def prepare(self, items: list[pytest.Item], reporter: progress.Reporter | None = None) -> None:
+    def prepare(self, items: list[pytest.Item], reporter: progress.Reporter | None = None) -> list[str]:
         """Let backends that build models up front (ONNX exports, JAX programs) build all they will need at once,
-        reporting progress (what, i of n, elapsed) to `reporter`."""
+        reporting progress (what, i of n, elapsed) to `reporter`.
+
+        A backend whose `prepare` raises is not prepared (its cases then build lazily, or fail as results);
+        the problems are returned for a warning."""
         wanted: dict[str, list[Case]] = {}
         for item in items:
             params = getattr(item, "callspec", None)
-            if params is not None and {"case", "backend"} <= set(params.params):
-                wanted.setdefault(params.params["backend"].name, []).append(params.params["case"])
+            if params is None or not {"case", "backend"} <= set(params.params) or not params.params["backend"]:
+                continue
+            backend = params.params["backend"]
+            if QUANTITY_OF_TEST.get(getattr(item, "originalname", "")) == BACKWARD and not isinstance(
+                backend, Differentiable
+            ):
+                continue  # its backward check is refused before any model is built
+            cases = wanted.setdefault(backend.name, [])
+            extra = params.params["invariant"].cases(params.params["case"]) if "invariant" in params.params else []
+            for case in [params.params["case"], *extra]:  # an invariant's transformed copies need models too
+                if case not in cases:  # the forward and the backward test share a case
+                    cases.append(case)
+        problems = []
         started = time.perf_counter()
         with progress.reporting(reporter):
             for backend in self.backends:
-                if isinstance(backend, Preparing) and wanted.get(backend.name) and backend.availability().available:
-                    # A failing build is recorded by the cases that need it (each builds on demand).
-                    with contextlib.suppress(Exception):
-                        backend.prepare(wanted[backend.name])
+                if isinstance(backend, Preparing) and wanted.get(backend.name):
+                    problem = _prepare(backend, wanted[backend.name])
+                    if problem:
+                        problems.append(problem)
         self.prepare_s += time.perf_counter() - started
+        return problems
 
-    def check(self, backend: Backend, case: Case) -> Result:
+    def describe(self, backend: Backend) -> None:
+        """The backend record, once per backend: availability and notes, whatever the adapter does."""
+        tried = capture(lambda: backend.availability())
+        availability = tried.value if isinstance(tried.value, Availability) else None
+        notes: Any = {}
+        if availability is not None and availability.available:
+            described = capture(lambda: backend.describe())
+            notes = described.value  # notes are informative; never fail a run over them
+            if described.error is not None:
+                notes = {"describe_error": first_line(described.error)}
+            elif not isinstance(notes, dict):
+                notes = {"describe_error": f"describe returned {type(notes).__name__}; expected a dict"}
+            elif (problem := _not_json(notes)) is not None:
+                notes = {"describe_error": f"describe returned notes that aren't JSON data: {problem}"}
+        if availability is not None:
+            said = availability.describe()
+        elif tried.error is not None:
+            said = f"availability() raised {first_line(tried.error)}"
+        else:
+            said = f"availability returned {type(tried.value).__name__}; expected Availability"
+        self.writer.write(
+            {
+                "kind": BACKEND,
+                "backend": backend.name,
+                "family": backend.family,
+                "device": backend.device,
+                "available": bool(availability and availability.available),
+                "availability": said,
+                "notes": notes,
+                "form": declared_form(backend).describe(),
+            }
+        )
+
+    def check(self, backend: Backend, case: Case, quantity: str = FORWARD) -> Result:
+        """One (backend, case, quantity) result, written before it is returned: exactly one record, whatever
+        happens. `quantity` forward checks the outputs (`engine.check`), backward the gradients (`check_backward`)."""
         if backend.name not in self.described:
             self.described.add(backend.name)
-            notes: dict[str, Any] = {}
-            availability = backend.availability()
-            if availability.available:
-                try:
-                    notes = backend.describe()
-                except Exception as error:  # notes are informative; never fail a run over them
-                    notes = {"describe_error": f"{type(error).__name__}: {error}"}
-            self.writer.write(
-                {
-                    "kind": BACKEND,
-                    "backend": backend.name,
-                    "family": backend.family,
-                    "device": backend.device,
-                    "available": availability.available,
-                    "availability": availability.describe(),
-                    "notes": notes,
-                }
+            self.describe(backend)
+        try:
+            if quantity == BACKWARD:
+                result = check_backward(
+                    backend, case, self.reference, self.registry, self.precision, self.rerun_args, limit=self.limit
+                )
+            else:
+                shared = self.attempts if any(i.applies(case) for i in self.invariants) else None
+                result = check(
+                    backend,
+                    case,
+                    self.reference,
+                    self.registry,
+                    self.precision,
+                    self.rerun_args,
+                    limit=self.limit,
+                    attempts=shared,
+                )
+        except KeyboardInterrupt:
+            raise
+        except BaseException as error:  # the pipeline catches what backends do; this is the last line of defence
+            result = Result(
+                case=case,
+                backend=backend.name,
+                family=backend.family,
+                device=backend.device,
+                verdict=Verdict.ERROR,
+                reason=f"the check itself failed: {first_line(error)}",
+                rerun=rerun_command(
+                    case, backend.name, self.precision, [*self.rerun_args, *self.reference.rerun_args], quantity
+                ),
+                precision=self.precision,
+                reference=self.reference.name,
+                quantity=quantity,
             )
-        result = check(backend, case, self.reference, self.registry, self.precision, self.rerun_args)
+        self.writer.write(result.as_record())
+        self.verdicts[result.verdict.value] += 1
+        return result
+
+    def check_invariant(self, backend: Backend, case: Case, invariant: invariant_checks.Invariant) -> Result:
+        """One invariant of one (backend, case), recorded as a result whose `check` is `invariant:<name>`."""
+        if backend.name not in self.described:
+            self.described.add(backend.name)
+            self.describe(backend)
+        result = invariant_checks.check(
+            backend,
+            case,
+            invariant,
+            self.registry,
+            self.precision,
+            self.rerun_args,
+            lambda c: self.reference.load(c)[:2],
+            self.attempts,
+            self.limit,
+        )
         self.writer.write(result.as_record())
         self.verdicts[result.verdict.value] += 1
         return result
 
     def check_devices(self, pair: cross_device.DevicePair, case: Case) -> CrossDeviceResult:
         """The cross-device check of one case, recorded as a `cross_device` record."""
-        result = cross_device.check(pair, case, self.precision, lambda c: self.reference.load(c)[:2])
+        result = cross_device.check(pair, case, self.precision, lambda c: self.reference.load(c)[:2], self.limit)
         self.writer.write(result.as_record())
         return result
+
+
+def _not_json(value: Any) -> str | None:
+    try:
+        json.dumps(value, sort_keys=True)
+    except (TypeError, ValueError) as error:
+        return str(error)
+    return None
+
+
+def _prepare(backend: Preparing, cases: list[Case]) -> str | None:
+    """Prepare one available backend; what went wrong, if anything (never raises for what the adapter does)."""
+    available = capture(lambda: backend.availability().available)  # type: ignore[attr-defined]
+    if available.value is not True:
+        return None
+    done = capture(lambda: backend.prepare(cases))
+    if done.error is None:
+        return None
+    return f"{getattr(backend, 'name', backend)}: prepare() raised {first_line(done.error)}; its cases run unprepared"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -131,10 +266,41 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--tier", default="pairwise", help=f"case tier: {', '.join(matrix.TIERS)} (default: pairwise)")
     group.addoption(
+        "--quantity",
+        default="both",
+        choices=tuple(QUANTITY_CHOICES),
+        help="what to check: forward (outputs, test_gru), backward (gradients of a fixed loss against the float64 "
+        "backpropagation oracle, test_gru_backward) or both (default)",
+    )
+    group.addoption(
         "--case", action="append", default=None, metavar="CASE_ID", help="run exactly this case id (overrides --tier)"
     )
+    group.addoption(
+        "--invariant",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="run this invariant check (repeatable; conformance/invariants.py); default: the tier's [invariants] "
+        "in the matrix file, none with --case",
+    )
     group.addoption("--device", default="all", help="cpu, cuda or all (default: all devices detected here)")
-    group.addoption("--seed", type=int, default=0, help="data seed for every case (default: 0)")
+    group.addoption(
+        "--seed",
+        type=int,
+        default=None,
+        help="data seed for every case of the tier, a non-negative integer (default: 0); "
+        "not with --case (a case id carries its seed) or --vectors",
+    )
+    group.addoption(
+        "--case-timeout",
+        type=float,
+        default=time_limit.DEFAULT_SECONDS,
+        metavar="SECONDS",
+        help=f"time limit on each backend run() (default: {time_limit.DEFAULT_SECONDS:g}; 0: none). An in-process "
+        "call that overruns can't be stopped: its result is error, it goes on in a background thread, and that "
+        "backend's later cases are error without being called; an out-of-process backend's worker is killed "
+        "instead, and a new one runs its next case",
+    )
     group.addoption(
         "--shard",
         default=None,
@@ -180,11 +346,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "and an estimated time from the timings the caches recorded",
     )
     group.addoption(
+        "--explain",
+        action="store_true",
+        help="after the run, rerun each failing case with one field changed at a time (within the matrix's "
+        "values) on the same backend, to find which single changes make the failure pass",
+    )
+    group.addoption(
+        "--explain-budget",
+        type=int,
+        default=40,
+        metavar="N",
+        help="--explain runs at most N extra cases per failing backend (default: 40)",
+    )
+    group.addoption(
         "--vectors",
         default=None,
         metavar="DIR",
         help="take cases and expected values from stored vectors (e.g. fixtures/vectors/pairwise) instead of "
-        "the live oracle; --case selects among them, --tier/--seed/--matrix are ignored",
+        "the live oracle; --case selects among them, --tier and --matrix are ignored, --seed is refused",
     )
 
 
@@ -199,70 +378,169 @@ def _split(values: list[str] | None) -> list[str] | None:
     return [token.strip() for value in values for token in value.split(",") if token.strip()]
 
 
-def _selection(
-    config: pytest.Config,
-) -> tuple[list[Case], Reference, list[Backend], list[divergences.Divergence]]:
-    """The cases (tier, shard), their reference, the backends and the registry the options select."""
-    opt = config.option
+def _check_options(opt: Any) -> None:
+    """Options that are wrong on their own or together; every one is a usage error that says what is valid."""
     if opt.precision not in ("strict", "default"):
         raise pytest.UsageError(f"--precision: unknown mode {opt.precision!r}; valid: strict, default")
     if opt.tier not in matrix.TIERS:
         raise pytest.UsageError(f"--tier: unknown tier {opt.tier!r}; valid tiers: {', '.join(matrix.TIERS)}")
+    if opt.seed is not None and opt.seed < 0:
+        raise pytest.UsageError(f"--seed: expected a non-negative integer, got {opt.seed}")
+    if opt.seed is not None and opt.case:
+        example = Case.from_id(opt.case[0]).id.rsplit("-s", 1)[0] if _is_case_id(opt.case[0]) else "I5H6-...-xsame"
+        raise pytest.UsageError(
+            f"--seed {opt.seed} with --case: a case id carries its own seed (its '-sN' suffix), so --seed would be "
+            f"ignored; drop --seed, or put the seed in the id: {example}-s{opt.seed}"
+        )
+    if opt.seed is not None and opt.vectors:
+        raise pytest.UsageError(f"--seed {opt.seed} with --vectors: stored vectors fix their own seed; drop --seed")
+    if not math.isfinite(opt.case_timeout) or opt.case_timeout < 0:
+        raise pytest.UsageError(f"--case-timeout: expected seconds >= 0 (0: no limit), got {opt.case_timeout}")
+
+
+def _is_case_id(text: str) -> bool:
+    try:
+        Case.from_id(text)
+    except CaseError:
+        return False
+    return True
+
+
+def _output_paths(config: pytest.Config, results_path: Path) -> None:
+    """Refuse an output that would overwrite an input or another output (`--results X --report X`)."""
+    opt = config.option
+    outputs: list[tuple[str, Path | None]] = [("--results", results_path)]
+    if not opt.no_report:
+        from reports.render import default_summary_path
+
+        report = _output_path(config, opt.report)
+        outputs += [("--report", report), ("the report's summary", default_summary_path(report))]
+    inputs: list[tuple[str, Path | None]] = [
+        ("--matrix", Path(opt.matrix) if opt.matrix else matrix.DEFAULT_MATRIX),
+        ("--divergences", Path(opt.divergences) if opt.divergences else divergences.DEFAULT_REGISTRY),
+    ]
+    if opt.vectors:
+        inputs += [("the --vectors manifest", Path(opt.vectors) / "manifest.json")]
+    clashes = clobbers(outputs, inputs)
+    if clashes:
+        raise pytest.UsageError("refusing to overwrite an input: " + "; ".join(clashes))
+    for label, path in outputs:
+        if path is not None and path.is_dir():
+            raise pytest.UsageError(f"{label} {path}: is a directory; expected a file path")
+
+
+def _oversized(cases: list[Case]) -> None:
+    for case in cases:
+        too_big = case.excess()
+        if too_big:
+            raise pytest.UsageError(f"case {case.id}: refused up front, too large: {too_big}")
+
+
+def _warn_unmatchable(config: pytest.Config, run: ConformanceRun) -> None:
+    """Registry entries (or parts of them) that can never match in this run: a warning each, by id, shown
+    at the end with the verdicts (pytest's own warnings would point at this file, not the registry)."""
+    opt = config.option
+    domain: dict[str, set[Any]] = {name: {getattr(c, name) for c in run.cases} for name in CASE_FIELD_NAMES}
+    try:
+        for name, values in matrix.load(Path(opt.matrix) if opt.matrix else matrix.DEFAULT_MATRIX)[
+            "dimensions"
+        ].items():
+            domain[name] |= set(values)
+    except matrix.MatrixError:
+        pass  # --case and --vectors runs don't need the matrix; a tier run has already loaded it
+    families = set(selection.entry_point_families()) | {b.family for b in run.backends}
+    families |= {re.split(r"[\[/]", b.name, maxsplit=1)[0] for b in run.backends}
+    for message in divergences.unmatchable(run.registry, domain, families, run.quantities):
+        run.warnings.append(f"{opt.divergences}: {message}")
+
+
+def _selection(
+    config: pytest.Config,
+) -> tuple[list[Case], Reference, list[Backend], list[divergences.Divergence], list[invariant_checks.Invariant]]:
+    """The cases (tier, shard), their reference, the backends, the registry and the invariants the options select."""
+    opt = config.option
+    _check_options(opt)
+    seed = 0 if opt.seed is None else opt.seed
     reference: Reference = ORACLE
     try:
         if opt.vectors:
             cases, reference = _vectors_cases(opt.vectors, opt.case)
+            _oversized(cases)
         elif opt.case:
             cases = [Case.from_id(case_id) for case_id in opt.case]
+            _oversized(cases)
         else:
-            cases = matrix.cases(opt.tier, opt.seed, Path(opt.matrix) if opt.matrix else matrix.DEFAULT_MATRIX)
+            cases = matrix.cases(opt.tier, seed, _matrix_path(opt))
+            cases += [c for c in matrix.zero_length(seed, _matrix_path(opt)) if c not in cases]
         cases = sharding.select(cases, sharding.parse(opt.shard) if opt.shard else None)
         backends = selection.select(_split(opt.backends), opt.device, opt.backend_module, opt.precision)
-        registry = divergences.load(Path(opt.divergences) if opt.divergences else divergences.DEFAULT_REGISTRY)
+        registry = divergences.load(
+            Path(opt.divergences) if opt.divergences else divergences.DEFAULT_REGISTRY,
+            variants=registry_variant_ids(),
+        )
+        # --invariant names them; --case reruns exactly the cases named (no invariant unless named); vectors hold none.
+        if opt.invariant:
+            invariant_names = _split(opt.invariant) or []
+        elif opt.case or opt.vectors:
+            invariant_names = []
+        else:
+            invariant_names = matrix.invariants(opt.tier, _matrix_path(opt))
+        invariant_list = invariant_checks.named(invariant_names, "--invariant")
     except (
         CaseError,
         matrix.MatrixError,
         selection.SelectionError,
         divergences.RegistryError,
         sharding.ShardError,
+        invariant_checks.InvariantError,
     ) as error:
         raise pytest.UsageError(str(error)) from None
-    return cases, reference, backends, registry
+    return cases, reference, backends, registry, invariant_list
 
 
 def _build_run(config: pytest.Config) -> ConformanceRun:
     opt = config.option
-    cases, reference, backends, registry = _selection(config)
+    seed = 0 if opt.seed is None else opt.seed
+    cases, reference, backends, registry, invariant_list = _selection(config)
     worker = _worker_id(config)
     results_path = _output_path(config, opt.results)
+    _output_paths(config, results_path)
     workerinput = getattr(config, "workerinput", None)
-    if workerinput:
-        run_id = workerinput.get("conformance_run_id")
-        if run_id is None:  # the controller didn't start the run: it didn't see this package named
-            raise pytest.UsageError(
-                "under pytest-xdist, name the conformance suite on the command line: "
-                "`pytest conformance` in a checkout, `pytest --pyargs conformance` anywhere"
-            )
-        writer = ResultsWriter(worker_path(results_path, worker), run_id, worker)
-    else:
-        run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
-        results_path.parent.mkdir(parents=True, exist_ok=True)
-        for stale in results_path.parent.glob(f"{results_path.stem}.gw*{results_path.suffix}"):
-            stale.unlink()
-        results_path.write_text("", encoding="utf-8")  # one file per run
-        writer = ResultsWriter(results_path, run_id, worker)
+    try:
+        if workerinput:
+            run_id = workerinput.get("conformance_run_id")
+            if run_id is None:  # the controller didn't start the run: it didn't see this package named
+                raise pytest.UsageError(
+                    "under pytest-xdist, name the conformance suite on the command line: "
+                    "`pytest conformance` in a checkout, `pytest --pyargs conformance` anywhere"
+                )
+            writer = ResultsWriter(worker_path(results_path, worker), run_id, worker)
+        else:
+            run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+            results_path.parent.mkdir(parents=True, exist_ok=True)
+            for stale in results_path.parent.glob(f"{results_path.stem}.gw*{results_path.suffix}"):
+                stale.unlink()
+            results_path.write_text("", encoding="utf-8")  # one file per run
+            writer = ResultsWriter(results_path, run_id, worker)
+    except OSError as error:
+        raise pytest.UsageError(f"--results {results_path}: can't write there: {error.strerror or error}") from None
+    if not workerinput:
+        seeds = sorted({c.seed for c in cases})
         writer.write(
             environment(
                 {
                     "tier": "vectors" if opt.vectors else "case" if opt.case else opt.tier,
                     "cases": len(cases),
-                    "seed": opt.seed,
+                    "seed": seed if not (opt.case or opt.vectors) else seeds[0] if len(seeds) == 1 else None,
                     "device": opt.device,
                     "precision": opt.precision,
                     "backends": [b.name for b in backends],
+                    "quantity": opt.quantity,
                     "matrix": str(opt.matrix or matrix.DEFAULT_MATRIX),
                     "shard": opt.shard,
                     "vectors": opt.vectors,
+                    "case_timeout_s": opt.case_timeout,
+                    "time_limit": TimeLimit(opt.case_timeout).describe(),
                 }
             )
             | {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -277,7 +555,14 @@ def _build_run(config: pytest.Config) -> ConformanceRun:
         worker,
         reference=reference,
         rerun_args=_rerun_args(opt),
+        limit=TimeLimit(opt.case_timeout),
+        quantities=QUANTITY_CHOICES[opt.quantity],
+        invariants=invariant_list,
     )
+
+
+def _matrix_path(opt: Any) -> Any:
+    return Path(opt.matrix) if opt.matrix else matrix.DEFAULT_MATRIX
 
 
 def _output_path(config: pytest.Config, path: str) -> Path:
@@ -308,6 +593,8 @@ def _rerun_args(opt: Any) -> tuple[str, ...]:
         args += ["--divergences", str(opt.divergences)]
     if opt.pyargs:  # run installed: `pytest conformance --pyargs` finds the package from any directory
         args.append("--pyargs")
+    if opt.case_timeout != time_limit.DEFAULT_SECONDS:
+        args += ["--case-timeout", f"{opt.case_timeout:g}"]
     return tuple(args)
 
 
@@ -322,7 +609,7 @@ def _vectors_cases(root: str, case_ids: list[str] | None) -> tuple[list[Case], R
     problems = check_integrity(manifest, [case.id for case in cases])
     if problems:
         raise pytest.UsageError("--vectors: the vectors failed their integrity check:\n" + "\n".join(problems))
-    return cases, Reference(root, stored, ("--vectors", root))
+    return cases, Reference(root, stored, ("--vectors", root), load_backward=stored.gradients)
 
 
 @pytest.hookimpl(trylast=True)  # after the terminal's `collected N items`
@@ -333,7 +620,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         terminal = session.config.pluginmanager.get_plugin("terminalreporter")
         quiet = session.config.option.verbose < -1  # -qq
         _short_summary(session.config)
-        run.prepare(session.items, None if terminal is None or quiet else progress.TerminalProgress(terminal))
+        reporter = None if terminal is None or quiet else progress.TerminalProgress(terminal)
+        for problem in run.prepare(session.items, reporter):
+            run.warnings.append(problem)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -345,7 +634,7 @@ def pytest_collection(session: pytest.Session) -> bool | None:
         run.collecting_since = time.perf_counter()
     if not config.stash.get(PLAN_KEY, False):
         return None
-    cases, _, backends, _ = _selection(config)
+    cases, _, backends, _, _ = _selection(config)
     opt = config.option
     parts = [f"tier {opt.tier}" if not (opt.case or opt.vectors) else "selected cases"]
     parts += [f"shard {opt.shard}"] if opt.shard else []
@@ -394,6 +683,8 @@ def activate(config: pytest.Config) -> ConformanceRun:
     run = config.stash.get(RUN_KEY, None)
     if run is None:
         run = config.stash[RUN_KEY] = _build_run(config)
+        if run.worker == "main":
+            _warn_unmatchable(config, run)
     return run
 
 
@@ -439,21 +730,61 @@ class _XdistHooks:
             node.workerinput["conformance_run_id"] = run.writer.run_id
 
 
+def _not_selected(metafunc: pytest.Metafunc, run: ConformanceRun, names: tuple[str, ...]) -> bool:
+    """A test function whose quantity `--quantity` leaves out gets one placeholder, deselected at collection."""
+    quantity = QUANTITY_OF_TEST.get(metafunc.definition.originalname)
+    if quantity is None or quantity in run.quantities:
+        return False
+    metafunc.parametrize(names, [pytest.param(*[None] * len(names), id=NOT_SELECTED)])
+    return True
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if not _is_conformance_module(metafunc.definition.path):
         return  # another suite's `case` and `backend` are its own business
-    if {"case", "backend"} <= set(metafunc.fixturenames):
+    if {"case", "backend"} <= set(metafunc.fixturenames) and "invariant" not in metafunc.fixturenames:
         run = activate(metafunc.config)
+        if _not_selected(metafunc, run, ("case", "backend")):
+            return
         pairs = [(case, backend) for case in run.cases for backend in run.backends]
         metafunc.parametrize(("case", "backend"), pairs, ids=[f"{b.name}-{c.id}" for c, b in pairs])
+    if {"case", "backend", "invariant"} <= set(metafunc.fixturenames):
+        run = activate(metafunc.config)
+        if _not_selected(metafunc, run, ("case", "backend", "invariant")):
+            return
+        triples = [
+            pytest.param(case, backend, invariant, id=f"{invariant.name}-{backend.name}-{case.id}")
+            for case in run.cases
+            for backend in run.backends
+            for invariant in run.invariants
+            if invariant.applies(case)
+        ]
+        if not triples:  # one clear skip instead of pytest's "got empty parameter set"
+            skip = pytest.mark.skip(reason="invariants: the tier declares none, or none applies to its cases")
+            triples = [pytest.param(None, None, None, id="no-invariant", marks=skip)]
+        metafunc.parametrize(("case", "backend", "invariant"), triples)
     if {"case", "device_pair"} <= set(metafunc.fixturenames):
         run = activate(metafunc.config)
+        if _not_selected(metafunc, run, ("case", "device_pair")):
+            return
         device_pairs = cross_device.pairs(run.backends)
         params = [pytest.param(case, pair, id=f"{pair.id}-{case.id}") for case in run.cases for pair in device_pairs]
         if not params:  # one clear skip instead of pytest's "got empty parameter set"
             skip = pytest.mark.skip(reason="cross-device: no backend is selected on both the CPU and a GPU here")
             params = [pytest.param(None, None, id="no-device-pair", marks=skip)]
         metafunc.parametrize(("case", "device_pair"), params)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect the placeholders of test functions whose quantity `--quantity` leaves out."""
+    dropped = [
+        item
+        for item in items
+        if getattr(getattr(item, "callspec", None), "id", None) == NOT_SELECTED and _is_conformance_module(item.path)
+    ]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if item not in dropped]
 
 
 @pytest.fixture
@@ -476,6 +807,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         for p in run.results_path.parent.glob(f"{run.results_path.stem}.gw*{run.results_path.suffix}")
     }
     merge_worker_files(run.results_path, workers)
+    if session.config.option.explain:
+        _explain(session.config, run)
     records = list(read_records(run.results_path))
     counts = Counter(r["verdict"] for r in records if r["kind"] == RESULT)
     loop_s = None  # collection to the last check, less building: only a serial run measures it
@@ -496,6 +829,31 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     end.close()
     if not session.config.option.no_report:
         session.config.stash[REPORT_KEY] = _render_report(session.config, run.results_path)
+
+
+def _explain(config: pytest.Config, run: ConformanceRun) -> None:
+    """`--explain`: probe the one-field neighbours of each backend's failing cases; one `probe` record each."""
+    failing: dict[str, list[Case]] = {}
+    for record in read_records(run.results_path):
+        forward = record.get("quantity", FORWARD) == FORWARD  # the probe reruns the forward check
+        if record["kind"] == RESULT and record["verdict"] == Verdict.FAIL.value and forward:
+            failing.setdefault(record["backend"], []).append(Case.from_dict(record["case"]))
+    opt = config.option
+    dimensions = matrix.load(Path(opt.matrix) if opt.matrix else matrix.DEFAULT_MATRIX)["dimensions"]
+    writer = ResultsWriter(run.results_path, run.writer.run_id)
+    for backend in run.backends:
+        if backend.name not in failing:
+            continue
+        found = probe(
+            backend.name,
+            failing[backend.name],
+            dimensions,
+            lambda case, b=backend: check(b, case, run.reference, run.registry, run.precision),  # type: ignore[misc]
+            config.option.explain_budget,
+        )
+        run.probes[backend.name] = found.describe()
+        writer.write({"kind": PROBE, **found.as_dict()})
+    writer.close()
 
 
 def _render_report(config: pytest.Config, results: Path) -> str:
@@ -524,16 +882,22 @@ COLUMNS = (
 HEADINGS = ("pass", "fail", "error", "unexp", "conv", "known", "unsup", "skip")
 
 
-def summary_table(summaries: list[BackendSummary]) -> list[str]:
-    """One row of verdict counts per backend; under a backend that fails or checked nothing, why."""
+def summary_table(summaries: list[BackendSummary], probes: dict[str, str] | None = None) -> list[str]:
+    """One row of verdict counts per backend and quantity (`torch[cpu] (backward)`); under a row that fails or
+    checked nothing, why."""
     if not summaries:
         return []
-    width = max(len(s.backend) for s in summaries)
+    probes = probes or {}
+    width = max(len(s.label) for s in summaries)
     lines = [f"{'backend':<{width}}  " + " ".join(f"{h:>5}" for h in HEADINGS)]
     for s in summaries:
-        lines.append(f"{s.backend:<{width}}  " + " ".join(f"{s.counts[v.value] or '.':>5}" for v in COLUMNS))
+        lines.append(f"{s.label:<{width}}  " + " ".join(f"{s.counts[v.value] or '.':>5}" for v in COLUMNS))
         if s.failing or s.ran == 0:
             lines.append(f"  {s.line()}")
+        if s.backend in probes and s.quantity == FORWARD:
+            lines.append(f"  {probes[s.backend]}")
+        if s.invariant_line():
+            lines.append(f"  {s.invariant_line()}")
     return lines
 
 
@@ -542,8 +906,11 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if run is None or run.worker != "main":
         return
     terminalreporter.section("GRU conformance")
-    for line in summary_table(summarize(read_records(run.results_path)) if run.results_path.exists() else []):
+    summaries = summarize(read_records(run.results_path)) if run.results_path.exists() else []
+    for line in summary_table(summaries, run.probes):
         terminalreporter.write_line(line)
+    for warning in run.warnings:
+        terminalreporter.write_line(f"warning: {warning}", yellow=True)
     counts = ", ".join(f"{n} {v}" for v, n in sorted(run.verdicts.items())) or "no results"
     terminalreporter.write_line(f"verdicts: {counts}")
     terminalreporter.write_line(f"results: {run.results_path}")

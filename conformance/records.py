@@ -7,8 +7,9 @@ the machinery that produced them.
 One file holds records of five kinds, each a JSON object with a "kind" key:
   environment   once per run (and per xdist worker): machine, versions, options
   backend       once per backend per process: its notes (versions, precision, export facts)
-  result        one per (case, backend), written the moment it finishes
+  result        one per (case, backend, quantity: forward or backward), written the moment it finishes
   cross_device  one per (case, device pair): the same backend on CPU and GPU compared directly
+  probe         with --explain, one per failing backend: its failing cases' one-field neighbours
   end           once, when the run finishes; a file without it is partial
 Readers ignore kinds they don't know and a truncated last line, so a crash loses
 nothing already written.
@@ -25,8 +26,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from conformance import schema
 from conformance.case import Case
-from conformance.verdict import Verdict
+from conformance.schema import SchemaError
+from conformance.verdict import NAMES, Verdict
 
 SCHEMA_VERSION = 1
 
@@ -34,14 +37,63 @@ ENVIRONMENT = "environment"
 BACKEND = "backend"
 RESULT = "result"
 CROSS_DEVICE = "cross_device"
+PROBE = "probe"
 END = "end"
-KINDS = (ENVIRONMENT, BACKEND, RESULT, CROSS_DEVICE, END)
+KINDS = (ENVIRONMENT, BACKEND, RESULT, CROSS_DEVICE, PROBE, END)
 
 # What a failing check means: "shape" and "dtype" (the backend returned the wrong
 # kind of thing), "arithmetic" (numbers differ beyond tolerance), "convention"
 # (padded positions hold values where PyTorch gives zeros: documented behaviour of
 # the backend's own API, not an arithmetic error).
 CHECK_KINDS = ("shape", "dtype", "arithmetic", "convention")
+# Every check a forward result can hold (conformance/compare.py makes them; the registry's `checks` name them).
+CHECK_NAMES = (
+    "output.shape",
+    "output.dtype",
+    "output",
+    "output.padding",
+    "h_n.shape",
+    "h_n.dtype",
+    "h_n",
+    "h_n.zero-length",
+)
+
+# What a result checks: the GRU's outputs, or its gradients (dL/d inputs and parameters for a fixed loss).
+FORWARD = "forward"
+BACKWARD = "backward"
+QUANTITIES = (FORWARD, BACKWARD)
+# Layers whose parameters' gradient checks a registry entry can name (conformance/compare_backward.py makes them).
+GRADIENT_LAYERS = 10
+
+
+def gradient_check_names(layers: int = GRADIENT_LAYERS) -> tuple[str, ...]:
+    """Every check a backward result can hold, for up to `layers` layers: `grad <tensor>` for x, h0 and each
+    state_dict parameter, with its `.shape` and `.dtype` checks, and `grad x.padding`."""
+    tensors = ["x", "h0"]
+    for layer in range(layers):
+        for suffix in ("", "_reverse"):
+            tensors += [f"{kind}_l{layer}{suffix}" for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+    names = [f"grad {t}{part}" for t in tensors for part in ("", ".shape", ".dtype")]
+    return (*names, "grad x.padding")
+
+
+GRADIENT_CHECK_NAMES = gradient_check_names()
+
+# What a result checks (its `check` field). "oracle": the backend against the float64 oracle (the
+# default: records written before the field existed are oracle results). "invariant:<name>": a
+# metamorphic property of the backend alone, its runs compared with each other (conformance.invariants).
+# A (backend, case) has one oracle result and at most one result per invariant.
+ORACLE_CHECK = "oracle"
+INVARIANT_PREFIX = "invariant:"
+
+# How a backend record names the GRU form PyTorch's nn.GRU computes (conformance.forms.Form.describe):
+# the form every backend implements unless it declares another.
+PYTORCH_FORM = "linear_before_reset=1 (PyTorch's form)"
+
+
+def check_of(record: dict[str, Any]) -> str:
+    """The check a result record comes from; "oracle" for records older than the field."""
+    return str(record.get("check") or ORACLE_CHECK)
 
 
 @dataclass
@@ -75,12 +127,18 @@ def worst_headroom(checks: list[Check]) -> float | None:
     return max(values) if values else None
 
 
-def rerun_command(case: Case, backend: str, precision: str = "strict", extra: Sequence[str] = ()) -> str:
+def rerun_command(
+    case: Case, backend: str, precision: str = "strict", extra: Sequence[str] = (), quantity: str | None = None
+) -> str:
     """One line that reruns exactly this case on this backend, whatever tier produced it.
 
     `extra` carries the options that made the backend, the reference or the verdict what it was
-    (`--backend-module`, a non-default `--divergences`, `--vectors DIR`)."""
-    parts = ["pytest", "conformance", "--backends", backend, "--case", case.id]
+    (`--backend-module`, a non-default `--divergences`, `--vectors DIR`); `quantity` (forward or
+    backward) makes it rerun that check alone."""
+    parts = ["pytest", "conformance", "--backends", backend]
+    if quantity is not None:
+        parts += ["--quantity", quantity]
+    parts += ["--case", case.id]
     if precision != "strict":
         parts += ["--precision", precision]
     return shlex.join([*parts, *extra])
@@ -104,6 +162,8 @@ class Result:
     precision: str = "strict"
     reference: str = "oracle"  # or the vectors directory the expected values came from
     diagnosis: dict[str, Any] | None = None  # the likely mistake behind a failure (conformance.diagnosis)
+    quantity: str = FORWARD  # what was checked: outputs (forward) or gradients (backward); one of QUANTITIES
+    check: str = ORACLE_CHECK  # which check produced it: "oracle", or "invariant:<name>" (conformance.invariants)
 
     @property
     def worst_headroom(self) -> float | None:
@@ -132,6 +192,8 @@ class Result:
             "precision": self.precision,
             "reference": self.reference,
             "diagnosis": self.diagnosis,
+            "quantity": self.quantity,
+            "check": self.check,
         }
 
     @classmethod
@@ -151,6 +213,8 @@ class Result:
             precision=record.get("precision", "strict"),
             reference=record.get("reference", "oracle"),
             diagnosis=record.get("diagnosis"),
+            quantity=record.get("quantity", FORWARD),  # written before the backward check: forward
+            check=record.get("check", ORACLE_CHECK),
         )
 
 
@@ -219,21 +283,133 @@ class ResultsWriter:
         self._file.close()
 
 
+class RecordError(SchemaError):
+    """A results file that doesn't hold results records; names the file, the line and the field."""
+
+
+def _optional(check: Any) -> Any:
+    def run(where: schema.Where, value: Any, field: str) -> Any:
+        return None if value is None else check(where, value, field)
+
+    return run
+
+
+def _verdict(where: schema.Where, value: Any, field: str) -> str:
+    return str(schema.one_of(where, value, field, NAMES))
+
+
+def _any_text(where: schema.Where, value: Any, field: str) -> str:
+    if not isinstance(value, str):
+        raise where.expected(field, "a string", value)
+    return value
+
+
+def _check_record(where: schema.Where, value: Any, field: str) -> dict[str, Any]:
+    check = schema.table(where, value, field, "a check (a table with name, kind, passed, ...)")
+    if not isinstance(check.get("name"), str):
+        raise where.expected(f"{field}.name", "a string", check.get("name"))
+    return check
+
+
+def _headroom(where: schema.Where, value: Any, field: str) -> Any:
+    if isinstance(value, str) and value in ("inf", "-inf", "nan"):
+        return value  # the writer's spelling of non-finite numbers
+    return schema.number(where, value, field)
+
+
+def _pair(where: schema.Where, value: Any, field: str) -> list[str]:
+    names = schema.list_of(where, value, field, _any_text, "a list of two backend names")
+    if len(names) != 2:
+        raise where.expected(field, "a list of two backend names", value)
+    return names
+
+
+_TABLE = _optional(schema.table)
+_TEXT = _optional(_any_text)
+# What each known kind must hold for the readers (reports, `python -m reports verdicts`): field -> check.
+# Required fields are checked as given; optional ones may be absent or null.
+_REQUIRED: dict[str, dict[str, Any]] = {
+    RESULT: {"case_id": schema.text, "backend": schema.text, "verdict": _verdict},
+    CROSS_DEVICE: {"case_id": schema.text, "backends": _pair, "verdict": _verdict},
+    BACKEND: {"backend": schema.text},
+    ENVIRONMENT: {},
+    END: {},
+}
+_OPTIONAL: dict[str, dict[str, Any]] = {
+    RESULT: {
+        "case": schema.table,
+        "family": _TEXT,
+        "device": _TEXT,
+        "reason": _TEXT,
+        "rerun": _TEXT,
+        "divergence": _TEXT,
+        "tolerance": _TABLE,
+        "timing": _TABLE,
+        "worst_headroom": _optional(_headroom),
+        "checks": _optional(lambda w, v, f: schema.list_of(w, v, f, _check_record, "a list of checks", False)),
+        "quantity": lambda w, v, f: schema.one_of(w, v, f, QUANTITIES),
+    },
+    CROSS_DEVICE: {
+        "case": schema.table,
+        "family": _TEXT,
+        "reason": _TEXT,
+        "tolerance": _TABLE,
+        "worst_headroom": _optional(_headroom),
+        "checks": _optional(lambda w, v, f: schema.list_of(w, v, f, _check_record, "a list of checks", False)),
+    },
+    BACKEND: {"family": _TEXT, "device": _TEXT, "notes": _TABLE, "availability": _TEXT},
+    ENVIRONMENT: {
+        "options": schema.table,
+        "packages": _TABLE,
+        "gpus": _optional(lambda w, v, f: schema.list_of(w, v, f, _any_text, "a list of GPU names", False)),
+    },
+    END: {"counts": _TABLE},
+}
+
+
+def check_record(record: dict[str, Any], where: schema.Where) -> None:
+    """Refuse a record of a known kind that lacks what readers use (unknown kinds pass: newer writers)."""
+    kind = record["kind"]
+    if kind not in _REQUIRED:
+        return
+    where = where.at(f"{kind} record")
+    for name, check in _REQUIRED[kind].items():
+        if name not in record:
+            raise where.fail("missing", name)
+        check(where, record[name], name)
+    for name, check in _OPTIONAL[kind].items():
+        if name in record:
+            check(where, record[name], name)
+
+
 def read_records(path: Path) -> Iterator[dict[str, Any]]:
-    """Every complete record of a results file; a torn last line (a crash mid-write) is skipped."""
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                if line.endswith("\n"):
-                    raise ValueError(f"{path}:{number}: not a JSON line ({error})") from None
-                return  # truncated final line of an interrupted run
-            if not isinstance(record, dict) or "kind" not in record:
-                raise ValueError(f"{path}:{number}: not a results record (no 'kind')")
-            yield record
+    """Every complete record of a results file; a torn last line (a crash mid-write) is skipped.
+
+    Each record is checked against its kind's schema, so a hand-edited or foreign file is refused
+    with the line and field at fault instead of failing somewhere in the report."""
+    schema.regular_file(path, "results file", RecordError)
+    try:
+        handle = path.open(encoding="utf-8")
+    except OSError as error:
+        raise RecordError(f"{path}: can't read this results file: {error.strerror or error}") from None
+    with handle:
+        number = 0
+        try:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as error:
+                    if line.endswith("\n"):
+                        raise RecordError(f"{path}:{number}: not a JSON line ({error})") from None
+                    return  # truncated final line of an interrupted run
+                if not isinstance(record, dict) or not isinstance(record.get("kind"), str):
+                    raise RecordError(f"{path}:{number}: not a results record (no 'kind')")
+                check_record(record, schema.Where(f"{path}:{number}", error=RecordError))
+                yield record
+        except UnicodeDecodeError:
+            raise RecordError(f"{path}:{number + 1}: not a text line (not UTF-8); is this a results file?") from None
 
 
 def read_results(paths: Iterable[Path]) -> list[Result]:

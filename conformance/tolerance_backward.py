@@ -4,7 +4,7 @@ A backend's gradient differs from the float64 oracle's (`conformance.oracle_back
 three kinds of rounding; each is modelled by what the forward derivation already uses, and
 the tolerance of gradient tensor k is
 
-    atol_k = LAMBDA * (sigma_f * Gs_k  +  sigma_b * Ga_k  +  u_sum * A_k)
+    atol_k = FIRST_ORDER_FACTOR * (sigma_f * Gs_k  +  sigma_b * Ga_k  +  u_sum * A_k)
 
 * The forward states. The backward reads the forward's states and gates, which a correct
   implementation has computed with the forward's per-step error sigma_f = 3 u_io + sqrt(K_f)
@@ -38,7 +38,7 @@ the tolerance of gradient tensor k is
   about sqrt(T*B) (28 at 260 steps and batch 3) and would make a 16-bit gradient's tolerance
   larger than the gradient. x and h0 are not sums over steps: A is 0 for them.
 
-LAMBDA = 2 as in the forward (the spread of a maximum over a few samples, first order).
+FIRST_ORDER_FACTOR = 2 as in the forward (the spread of a maximum over a few samples, first order).
 atol_k is never below the format's smallest normal number, so a headroom always exists;
 that floor binds only where the oracle's gradient is exactly zero in every term (weight_hh
 after a single step from a zero state), and then a correct backend's is exactly zero too.
@@ -66,7 +66,7 @@ from conformance.oracle_backward import (
     parameter_sum_terms,
     reference_gradients,
 )
-from conformance.tolerance import LAMBDA, PROBE, SAMPLES, STORE_ROUNDINGS
+from conformance.tolerance import FIRST_ORDER_FACTOR, PROBE, SAMPLES, STORE_ROUNDINGS
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,8 @@ def derive_backward(case: Case, precision: str = "strict") -> BackwardTolerance:
     atol = {
         name: max(
             floor,
-            LAMBDA * (sigma_f * gain.state[name] + sigma_b * gain.adjoint[name] + u_sum * gain.accumulation[name]),
+            FIRST_ORDER_FACTOR
+            * (sigma_f * gain.state[name] + sigma_b * gain.adjoint[name] + u_sum * gain.accumulation[name]),
         )
         for name in gain.state
     }

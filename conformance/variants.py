@@ -96,7 +96,7 @@ def _form(**changes: Any) -> Compute:
 
 def _ragged(case: Case) -> bool:
     """Packed with items of different lengths: the only batches where padding exists."""
-    return case.lengths in ("sorted", "unsorted")
+    return case.lengths in ("sorted", "unsorted", "zero")
 
 
 def _edit_weights(weights: Weights, edit: Callable[[str, np.ndarray], np.ndarray]) -> Weights:
@@ -425,6 +425,30 @@ def _padding_agrees(case: Case, lengths: np.ndarray | None, a: GruOutput, b: Gru
 def applicable(case: Case) -> list[Variant]:
     """The variants that can differ from the oracle on a case of this shape, in registry order."""
     return [v for v in VARIANTS.values() if v.applies(case)]
+
+
+def reproduces(
+    variant_id: str,
+    case: Case,
+    weights: Weights,
+    inputs: Inputs,
+    actual: GruOutput,
+    tolerance: float,
+    expected: GruOutput,
+) -> bool:
+    """Whether one named variant reproduces `actual` within `tolerance` (and differs from the oracle), the
+    test `diagnose` applies to each variant; a registry entry bounded by a variant asks exactly this."""
+    candidate = VARIANTS[variant_id]
+    if not candidate.applies(case):
+        return False
+    produced = candidate.compute(case, weights, inputs)
+    if produced is None:
+        return False
+    lengths = inputs.lengths
+    return (
+        distance(case, lengths, produced, expected) > SEPARATION * tolerance
+        and distance(case, lengths, produced, actual) <= tolerance
+    )
 
 
 def diagnose(

@@ -1,5 +1,6 @@
 """`python -m reports render RESULTS... -o report.html [--summary-json PATH] [--compare OLD_SUMMARY]`,
-and `python -m reports verdicts OLD.jsonl NEW.jsonl` (which (backend, case) verdicts changed)."""
+and `python -m reports verdicts OLD.jsonl NEW.jsonl [--quantity forward|backward]` (which (backend, case,
+quantity) verdicts changed)."""
 
 from __future__ import annotations
 
@@ -27,13 +28,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     diff = commands.add_parser(
         "verdicts",
-        help="list the (backend, case) pairs whose verdict differs between two results files (exit 1 if any)",
+        help="list the (backend, case, quantity) keys whose verdict differs between two results files (exit 1 if any)",
     )
     diff.add_argument("old", type=Path, help="results file of the run before a change")
     diff.add_argument("new", type=Path, help="results file of the run after it")
+    diff.add_argument(
+        "--quantity",
+        choices=["forward", "backward"],
+        default=None,
+        help="compare only forward (outputs) or backward (gradients) results (default: both)",
+    )
     args = parser.parse_args(argv)
     if args.command == "verdicts":
-        return _verdicts(args.old, args.new)
+        return _verdicts(args.old, args.new, args.quantity)
 
     from reports.render import render as render_report
 
@@ -59,18 +66,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _verdicts(old: Path, new: Path) -> int:
+def _verdicts(old: Path, new: Path, quantity: str | None = None) -> int:
     from reports.verdict_diff import changes, verdicts
 
     try:
-        before, after = verdicts([old]), verdicts([new])
+        before, after = verdicts([old], quantity), verdicts([new], quantity)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     lines = changes(before, after)
     for line in lines:
         print(line)
-    print(f"{len(before)} pairs before, {len(after)} after, {len(lines)} changed")
+    print(f"{len(before)} results before, {len(after)} after, {len(lines)} changed")
     return 1 if lines else 0
 
 

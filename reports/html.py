@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from conformance.case import Case
-from conformance.records import rerun_command
+from conformance.records import QUANTITIES, rerun_command
 from reports.load import SEVERITY, Column, Entry, Merged
 from reports.summary import Cell, Feature, round_sig
 
@@ -127,9 +127,14 @@ def cross_device_rows(merged: Merged, cross: dict[str, Cell]) -> tuple[list[dict
 
 
 def page_data(merged: Merged, rows: list[Feature], cross_details: list[Any] | None = None) -> dict[str, Any]:
-    """Compact, column-indexed data for the case table and the cell panel."""
+    """Compact, column-indexed data for the case table and the cell panel; a row's last field is its quantity."""
     column_index = {c.key: i for i, c in enumerate(merged.columns)}
-    rerun_prefix = {c.key: rerun_command(Case(1, 1), c.backend).removesuffix(Case(1, 1).id) for c in merged.columns}
+    # The usual rerun command of a (column, quantity) is this prefix plus the case id.
+    probe = Case(1, 1)
+    rerun_prefix = {
+        c.key: {q: rerun_command(probe, c.backend, quantity=q).removesuffix(probe.id) for q in QUANTITIES}
+        for c in merged.columns
+    }
     values: dict[str, list[Any]] = {d: [] for d in DIMENSIONS}
     lookup: dict[str, dict[Any, int]] = {d: {} for d in DIMENSIONS}
     case_index: dict[str, int] = {}
@@ -152,7 +157,7 @@ def page_data(merged: Merged, rows: list[Feature], cross_details: list[Any] | No
         detail = -1
         if verdict != "pass":
             detail = len(details)
-            details.append(occurrences(entry, rerun_prefix[entry.column]))
+            details.append(occurrences(entry, rerun_prefix[entry.column].get(entry.quantity, "")))
         rows_out.append(
             [
                 column_index[entry.column],
@@ -161,6 +166,7 @@ def page_data(merged: Merged, rows: list[Feature], cross_details: list[Any] | No
                 round_sig(entry.worst_headroom, 4),
                 round_sig(entry.max_abs, 4),
                 detail,
+                QUANTITIES.index(entry.quantity) if entry.quantity in QUANTITIES else 0,
             ]
         )
     for dim in DIMENSIONS:  # filter menus in natural order
@@ -174,6 +180,7 @@ def page_data(merged: Merged, rows: list[Feature], cross_details: list[Any] | No
             {"key": c.key, "backend": c.backend, "family": c.family, "env": c.env_label, "rerun": rerun_prefix[c.key]}
             for c in merged.columns
         ],
+        "quantities": list(QUANTITIES),
         "dims": list(DIMENSIONS),
         "values": values,
         "cases": cases,

@@ -1,4 +1,7 @@
-"""Loading and merging results files: runs, columns and one entry per (column, case).
+"""Loading and merging results files: runs, columns and one entry per (column, case, quantity).
+
+The quantity is what a result checked: the outputs (forward) or the gradients (backward); a
+record written before the backward check has none and is forward.
 
 A column is a backend in one environment. Environments are told apart by what
 can change a number (OS, CPU, GPUs, Python, package versions, precision mode),
@@ -15,7 +18,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, overload
 
-from conformance.records import CROSS_DEVICE, read_records
+from conformance.records import CROSS_DEVICE, FORWARD, ORACLE_CHECK, PYTORCH_FORM, QUANTITIES, check_of, read_records
 from conformance.verdict import Verdict
 
 FLAKY = "flaky"
@@ -50,7 +53,8 @@ class Run:
             reasons.append("no end record (the run crashed or was interrupted)")
         if self.torn:
             reasons.append("the last line was cut off mid-write")
-        expected = self.options.get("cases", 0) * len(self.options.get("backends", []))
+        quantities = len(QUANTITIES) if self.options.get("quantity") == "both" else 1
+        expected = self.options.get("cases", 0) * len(self.options.get("backends", [])) * quantities
         if expected and self.results < expected:
             reasons.append(f"{self.results} of {expected} results recorded")
         return reasons
@@ -68,6 +72,7 @@ class Column:
     env_label: str = ""
     notes: list[dict[str, Any]] = field(default_factory=list)
     availability: list[str] = field(default_factory=list)
+    form: str = ""  # the GRU form the backend declares (its record's "form"); "" in older files: PyTorch's
 
 
 @dataclass
@@ -83,12 +88,14 @@ class DevicePair:
 
 @dataclass
 class Entry:
-    """A (column, case) with every time it was seen; more than one verdict makes it flaky."""
+    """A (column, case, quantity) with every time it was seen; more than one verdict makes it flaky."""
 
     column: str
     case_id: str
     case: dict[str, Any]
     seen: list[dict[str, Any]] = field(default_factory=list)
+    quantity: str = FORWARD  # forward (outputs) or backward (gradients)
+    check: str = ORACLE_CHECK  # "invariant:<name>" for an invariant check's entry (Merged.invariants)
 
     # Cached: an entry is complete once `load` returns, and the matrix asks each one many times.
     @cached_property
@@ -147,6 +154,8 @@ class Merged:
     # The cross-device check: pairs, and one entry per (pair, case) with `column` the pair's key.
     pairs: list[DevicePair] = field(default_factory=list)
     cross_device: list[Entry] = field(default_factory=list)
+    # The invariant checks: one entry per (column, case, check); `entries` holds the oracle check's only.
+    invariants: list[Entry] = field(default_factory=list)
 
     @property
     def partial(self) -> bool:
@@ -236,6 +245,7 @@ def load(paths: Sequence[Path]) -> Merged:
     case_dicts: dict[str, dict[str, Any]] = {}
     backend_records: list[tuple[Run, dict[str, Any]]] = []
     raw_cross: list[tuple[Run, dict[str, Any], dict[str, Any]]] = []
+    raw_invariants: list[tuple[Run, dict[str, Any], dict[str, Any]]] = []
     for path in paths:
         torn = torn_tail(path)
         last: Run | None = None
@@ -251,8 +261,15 @@ def load(paths: Sequence[Path]) -> Merged:
             elif kind == "backend":
                 backend_records.append((run, record))
             elif kind == "result":
+                if check_of(record) != ORACLE_CHECK:
+                    meta = {k: record.get(k) for k in ("backend", "family", "device", "case_id")}
+                    meta["case"] = case_dicts.setdefault(record["case_id"], record.get("case", {}))
+                    meta["check"] = check_of(record)
+                    raw_invariants.append((run, meta, _slim(record, run)))
+                    continue
                 run.results += 1
                 meta = {k: record.get(k) for k in ("backend", "family", "device", "case_id")}
+                meta["quantity"] = record.get("quantity", FORWARD)
                 meta["case"] = case_dicts.setdefault(record["case_id"], record.get("case", {}))
                 raw_results.append((run, meta, _slim(record, run)))
             elif kind == CROSS_DEVICE:
@@ -280,6 +297,7 @@ def load(paths: Sequence[Path]) -> Merged:
 
     for run, record in backend_records:
         column = column_for(run, record)
+        column.form = column.form or str(record.get("form") or "")
         notes = record.get("notes") or {}
         if notes and notes not in column.notes:
             column.notes.append(notes)
@@ -287,13 +305,21 @@ def load(paths: Sequence[Path]) -> Merged:
             column.availability.append(record.get("availability", ""))
         run.backend_notes[record["backend"]] = notes
 
-    entries: dict[tuple[str, str], Entry] = {}
+    entries: dict[tuple[str, str, str], Entry] = {}
     for run, meta, slim in raw_results:
         column = column_for(run, meta)
-        key = (column.key, meta["case_id"])
-        if key not in entries:
-            entries[key] = Entry(column.key, meta["case_id"], meta["case"])
-        entries[key].seen.append(slim)
+        entry_key = (column.key, meta["case_id"], meta["quantity"])
+        if entry_key not in entries:
+            entries[entry_key] = Entry(column.key, meta["case_id"], meta["case"], quantity=meta["quantity"])
+        entries[entry_key].seen.append(slim)
+
+    invariants: dict[tuple[str, str, str], Entry] = {}
+    for run, meta, slim in raw_invariants:
+        column = column_for(run, meta)
+        key3 = (column.key, meta["case_id"], meta["check"])
+        if key3 not in invariants:
+            invariants[key3] = Entry(column.key, meta["case_id"], meta["case"], check=meta["check"])
+        invariants[key3].seen.append(slim)
 
     pairs: dict[str, DevicePair] = {}
     cross: dict[tuple[str, str], Entry] = {}
@@ -305,7 +331,10 @@ def load(paths: Sequence[Path]) -> Merged:
             cross[(name, meta["case_id"])] = Entry(name, meta["case_id"], meta["case"])
         cross[(name, meta["case_id"])].seen.append(slim)
 
-    ordered = sorted(columns.values(), key=lambda c: (c.family, c.backend, c.env_label))
+    # Grouped by declared form, PyTorch's first (the report says so), then by family as before.
+    ordered = sorted(
+        columns.values(), key=lambda c: (not is_pytorch_form(c.form), c.form, c.family, c.backend, c.env_label)
+    )
     return Merged(
         run_list,
         ordered,
@@ -313,4 +342,10 @@ def load(paths: Sequence[Path]) -> Merged:
         [str(p) for p in paths],
         sorted(pairs.values(), key=lambda p: (p.family, p.cpu, p.gpu, p.env_label)),
         list(cross.values()),
+        list(invariants.values()),
     )
+
+
+def is_pytorch_form(form: str) -> bool:
+    """A column's declared form is PyTorch's (older files record none: every backend then claimed it)."""
+    return not form or form == PYTORCH_FORM

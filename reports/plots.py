@@ -14,6 +14,7 @@ from collections import defaultdict
 from typing import Any
 
 from conformance.case import DTYPES
+from conformance.records import BACKWARD, FORWARD
 from reports.load import Merged
 
 FLOOR_ABS = 1e-18  # where an exact 0 error is drawn on a log axis
@@ -73,9 +74,13 @@ def _colours(names: list[str]) -> dict[str, Any]:
 
 
 def error_vs_length(merged: Merged) -> str | None:
-    """Largest absolute error against seq_len, one panel per dtype, median line and min-max band per column."""
+    """Largest absolute error against seq_len, one panel per dtype, median line and min-max band per column.
+
+    Forward results only: a gradient's error has the gradient's scale, which grows with the sums it is."""
     data: dict[str, dict[str, dict[int, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for entry in merged.entries:
+        if entry.quantity != FORWARD:
+            continue
         error = entry.max_abs
         if error is None or error != error:  # None or NaN
             continue
@@ -151,18 +156,25 @@ def error_vs_length(merged: Merged) -> str | None:
     return svg
 
 
+def _row(column: str, quantity: str) -> str:
+    return column if quantity == FORWARD else f"{column} ({quantity})"
+
+
 def headroom_distribution(merged: Merged) -> str | None:
-    """Box per column of worst headroom (error / tolerance) on a log axis; 1 is the tolerance."""
+    """Box per column of worst headroom (error / tolerance) on a log axis; 1 is the tolerance. A column's
+    backward results (gradients) get their own box under its forward one, in the same colour."""
     values: dict[str, list[float]] = defaultdict(list)
     for entry in merged.entries:
         headroom = entry.worst_headroom
         if headroom is not None and headroom == headroom and headroom != float("inf"):
-            values[entry.column].append(max(headroom, FLOOR_HEADROOM))
+            values[_row(entry.column, entry.quantity)].append(max(headroom, FLOOR_HEADROOM))
     if not values:
         return None
     plt = _pyplot()
-    columns = [c.key for c in merged.columns if c.key in values]
-    colours = _colours([c.key for c in merged.columns])
+    rows = [(c.key, _row(c.key, q)) for c in merged.columns for q in (FORWARD, BACKWARD) if _row(c.key, q) in values]
+    columns = [row for _, row in rows]
+    base = _colours([c.key for c in merged.columns])
+    colours = {row: base[column] for column, row in rows}
     fig, ax = plt.subplots(figsize=(7.5, 0.32 * len(columns) + 0.9))
     boxes = ax.boxplot(
         [values[c] for c in columns],

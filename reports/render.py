@@ -7,7 +7,6 @@ demand, so a run with `--no-report` never loads them.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -17,10 +16,21 @@ from typing import Any
 
 from conformance import divergences
 from conformance.backend_summary import summarize
-from conformance.records import RESULT
-from reports import html, plots
+from conformance.records import BACKWARD, FORWARD, PYTORCH_FORM, RESULT
+from conformance.schema import clobbers, regular_file
+from reports import html, plots, semantics
 from reports.load import HEADLINE_PACKAGES, SEVERITY, Merged, Run, load
-from reports.summary import STATUSES, Change, cells, compare, cross_device_cells, features, summary, write_summary
+from reports.summary import (
+    STATUSES,
+    Change,
+    cells,
+    compare,
+    cross_device_cells,
+    features,
+    read_summary,
+    summary,
+    write_summary,
+)
 
 
 @dataclass
@@ -119,20 +129,30 @@ def _divergence_rows(merged: Merged, registry_path: Path | None) -> list[dict[st
 
 
 def backend_lines(merged: Merged) -> list[dict[str, str]]:
-    """Per column, one line that says what agrees, what doesn't and why (`conformance.backend_summary`),
-    computed from each case's most severe occurrence."""
+    """Per column and quantity, one line that says what agrees, what doesn't and why
+    (`conformance.backend_summary`), computed from each case's most severe occurrence; a column's
+    backward line (gradients) follows its forward one, labelled `torch[cpu] (backward)`."""
     labels = {c.key: c.backend + (f" ({c.env_label})" if c.env_label else "") for c in merged.columns}
     records = [
-        {**entry.worst, "kind": RESULT, "backend": entry.column, "case": entry.case, "verdict": _single(entry)}
+        {
+            **entry.worst,
+            "kind": RESULT,
+            "backend": entry.column,
+            "case": entry.case,
+            "verdict": _single(entry),
+            "quantity": entry.quantity,
+        }
         for entry in merged.entries
     ]
     lines = []
     for found in summarize(records):
         status = "fail" if found.failing else "nothing" if found.ran == 0 else "pass"
+        label = labels.get(found.backend, found.backend)
         lines.append(
             {
                 "column": found.backend,
-                "label": labels.get(found.backend, found.backend),
+                "quantity": found.quantity,
+                "label": label if found.quantity == FORWARD else f"{label} ({found.quantity})",
                 "text": found.line(),
                 "status": status,
             }
@@ -156,22 +176,32 @@ def render(
     """Render `output` (HTML) and its JSON summary from one or more results files."""
     started = time.perf_counter()
     paths = [Path(p) for p in results]
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(f"results file(s) not found: {', '.join(missing)}")
+    summary_path = summary_json or default_summary_path(output)
+    inputs: list[tuple[str, Path | None]] = [("a results file", p) for p in paths]
+    inputs += [("the --compare summary", compare_to), ("the --divergences registry", registry)]
+    clashes = clobbers([("the report", output), ("the summary", summary_path)], inputs)
+    if clashes:
+        raise ValueError("refusing to overwrite an input: " + "; ".join(clashes))
+    for path in paths:
+        regular_file(path, "results file")  # missing, a directory or a device: refused, naming it
     merged = load(paths)
     rows = features(merged.entries)
     table = cells(merged, rows)
+    backward = cells(merged, rows, BACKWARD) if any(e.quantity == BACKWARD for e in merged.entries) else None
     cross = cross_device_cells(merged)
-    data = summary(merged, rows, table, cross)
+    data = summary(merged, rows, table, cross, backward)
+    data["invariants"] = semantics.summary(merged)  # additive: column -> check -> cell
     changes: list[Change] = []
     if compare_to is not None:
-        changes = compare(json.loads(Path(compare_to).read_text(encoding="utf-8")), data)
+        changes = compare(read_summary(Path(compare_to)), data)
 
     counts = Counter(e.verdict for e in merged.entries)
     families: dict[str, list[Any]] = {}
+    form_groups: dict[str, int] = {}  # columns per declared form, in column order (load sorts by form)
     for column in merged.columns:
         families.setdefault(column.family, []).append(column)
+        form = column.form or PYTORCH_FORM
+        form_groups[form] = form_groups.get(form, 0) + 1
     runs = [_run_row(r) for r in merged.runs]
     cross_rows, cross_details = html.cross_device_rows(merged, cross)
     context = {
@@ -188,9 +218,14 @@ def render(
         "total": sum(counts.values()),
         "statuses": STATUSES,
         "families": families,
+        "form_groups": list(form_groups.items()),
+        "semantics": semantics.rows(merged),
+        "invariant_names": semantics.invariant_names(merged),
         "columns": merged.columns,
         "rows": rows,
         "table": table,
+        "has_forward": any(e.quantity == FORWARD for e in merged.entries) or backward is None,
+        "backward_table": backward,
         "cross_device": cross_rows,
         "divergences": _divergence_rows(merged, registry),
         "error_plot": plots.error_vs_length(merged),
@@ -202,6 +237,5 @@ def render(
     page = html.render_page(context)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(page, encoding="utf-8")
-    summary_path = summary_json or default_summary_path(output)
     write_summary(data, summary_path)
     return Rendered(output, summary_path, merged.partial, changes, time.perf_counter() - started)

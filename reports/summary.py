@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from conformance import schema
 from conformance.case import DTYPES, LENGTHS
+from conformance.records import BACKWARD, FORWARD
+from conformance.schema import SchemaError
 from conformance.verdict import Verdict
 from reports.load import FLAKY, Entry, Merged
 
@@ -59,6 +62,7 @@ LENGTH_LABELS = {
     "sorted": "packed, sorted",
     "unsorted": "packed, unsorted",
     "full": "packed, full lengths",
+    "zero": "packed, an item of length 0",
 }
 
 
@@ -140,10 +144,12 @@ def round_sig(value: float | None, digits: int = 3) -> float | None:
     return float(f"{value:.{digits}g}")
 
 
-def cells(merged: Merged, rows: list[Feature]) -> dict[str, dict[str, Cell]]:
-    """column key -> feature key -> cell."""
+def cells(merged: Merged, rows: list[Feature], quantity: str = FORWARD) -> dict[str, dict[str, Cell]]:
+    """column key -> feature key -> cell, over one quantity's results (forward: outputs; backward: gradients)."""
     table: dict[str, dict[str, Cell]] = {c.key: {f.key: Cell(Counter(), None) for f in rows} for c in merged.columns}
     for entry in merged.entries:
+        if entry.quantity != quantity:
+            continue
         headroom = entry.worst_headroom
         for feature in rows:
             if not feature.matches(entry.case):
@@ -156,6 +162,7 @@ def cells(merged: Merged, rows: list[Feature]) -> dict[str, dict[str, Cell]]:
 
 
 CROSS_DEVICE = "cross_device"  # the summary's key, and the feature a `--compare` line names
+BACKWARD_CELLS = BACKWARD  # the summary's key of the backward matrix (column -> feature -> cell)
 CROSS_DEVICE_LABEL = "cross-device (CPU vs GPU)"
 
 
@@ -176,8 +183,15 @@ def summary(
     rows: list[Feature],
     table: dict[str, dict[str, Cell]],
     cross: dict[str, Cell] | None = None,
+    backward: dict[str, dict[str, Cell]] | None = None,
 ) -> dict[str, Any]:
-    """The machine-readable twin of the matrix: same input, byte-identical output."""
+    """The machine-readable twin of the matrices: same input, byte-identical output. `cells` is the forward
+    matrix; `backward` the backward one (gradients), columns that ran no backward check left out."""
+    backward_cells = {
+        column: {key: cell.as_dict() for key, cell in row.items()}
+        for column, row in (backward or {}).items()
+        if any(cell.n or cell.counts for cell in row.values())
+    }
     return {
         "schema": SUMMARY_SCHEMA,
         "partial": merged.partial,
@@ -197,7 +211,50 @@ def summary(
         "cells": {column: {key: cell.as_dict() for key, cell in row.items()} for column, row in table.items()},
         # Pair key ("torch[cpu] vs torch[cuda]", "@ environment" when several) -> cell; `passed` = agreeing cases.
         CROSS_DEVICE: {key: cell.as_dict() for key, cell in sorted((cross or {}).items())},
+        BACKWARD_CELLS: backward_cells,
     }
+
+
+class SummaryError(SchemaError):
+    """A `--compare` summary that isn't one this renderer wrote; names the file, the cell and the field."""
+
+
+def _cell(where: schema.Where, value: Any, field: str) -> dict[str, Any]:
+    cell = schema.table(where, value, field, "a cell (a table with n, passed, status, counts)")
+    schema.check_keys(where.at(field), cell, ("n", "passed", "counts", "worst_headroom", "status"), ("n", "passed"))
+    schema.integer(where, cell["n"], f"{field}.n", minimum=0)
+    schema.integer(where, cell["passed"], f"{field}.passed", minimum=0)
+    if "status" in cell:
+        schema.one_of(where, cell["status"], f"{field}.status", RANK)
+    counts = schema.table(where, cell.get("counts", {}), f"{field}.counts")
+    for verdict, count in counts.items():
+        schema.integer(where, count, f"{field}.counts.{verdict}", minimum=0)
+    if cell.get("worst_headroom") is not None:
+        schema.number(where, cell["worst_headroom"], f"{field}.worst_headroom")
+    return cell
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    """A JSON summary to `--compare` with, validated: every cell `compare` reads has the fields it reads."""
+    data = schema.read_json(path, "JSON summary", SummaryError)
+    where = schema.Where(str(path), error=SummaryError)
+    if not isinstance(data, dict):
+        raise where.expected("", "a JSON object (a report's .summary.json)", data)
+    if data.get("schema") != SUMMARY_SCHEMA:
+        raise where.fail(f"summary schema {data.get('schema')!r}; this renderer reads schema {SUMMARY_SCHEMA}")
+    features = schema.table(where, data.get("features", {}), "features")
+    for key, label in features.items():
+        if not isinstance(label, str):
+            raise where.expected(f"features.{key}", "a label (string)", label)
+    for column, row in schema.table(where, data.get("cells", {}), "cells").items():
+        for feature, cell in schema.table(where, row, f"cells[{column!r}]").items():
+            _cell(where, cell, f"cells[{column!r}][{feature!r}]")
+    for pair, cell in schema.table(where, data.get(CROSS_DEVICE, {}), CROSS_DEVICE).items():
+        _cell(where, cell, f"{CROSS_DEVICE}[{pair!r}]")
+    for column, row in schema.table(where, data.get(BACKWARD_CELLS, {}), BACKWARD_CELLS).items():
+        for feature, cell in schema.table(where, row, f"{BACKWARD_CELLS}[{column!r}]").items():
+            _cell(where, cell, f"{BACKWARD_CELLS}[{column!r}][{feature!r}]")
+    return data
 
 
 def write_summary(data: dict[str, Any], path: Path) -> None:
@@ -251,15 +308,17 @@ def compare(old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
         raise ValueError(f"old summary has schema {old.get('schema')!r}; this renderer reads schema {SUMMARY_SCHEMA}")
     labels = {**old.get("features", {}), **new.get("features", {})}
     changes: list[Change] = []
-    old_cells, new_cells = old.get("cells", {}), new.get("cells", {})
-    for column in sorted(set(old_cells) | set(new_cells)):
-        before, after = old_cells.get(column, {}), new_cells.get(column, {})
-        for feature in sorted(set(before) | set(after)):
-            change = _cell_change(
-                column, feature, labels.get(feature, feature), before.get(feature), after.get(feature)
-            )
-            if change is not None:
-                changes.append(change)
+    # The backward matrix's columns read "torch[cpu] (backward)"; a summary from before it has no such key.
+    for key, suffix in (("cells", ""), (BACKWARD_CELLS, f" ({BACKWARD})")):
+        old_cells, new_cells = old.get(key, {}), new.get(key, {})
+        for column in sorted(set(old_cells) | set(new_cells)):
+            before, after = old_cells.get(column, {}), new_cells.get(column, {})
+            for feature in sorted(set(before) | set(after)):
+                change = _cell_change(
+                    column + suffix, feature, labels.get(feature, feature), before.get(feature), after.get(feature)
+                )
+                if change is not None:
+                    changes.append(change)
     # A summary from before the cross-device section has no such key: every pair then reads as added.
     old_pairs, new_pairs = old.get(CROSS_DEVICE, {}), new.get(CROSS_DEVICE, {})
     for pair in sorted(set(old_pairs) | set(new_pairs)):

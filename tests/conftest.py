@@ -15,17 +15,31 @@ for extra in (ROOT / "examples", ROOT / "tests"):
         sys.path.insert(0, str(extra))
 
 
-def run_suite(*args: str, tmp_path: Path, pythonpath: list[Path] | None = None) -> subprocess.CompletedProcess[str]:
-    """`python -m pytest conformance ARGS` from the repo root, results kept under tmp_path."""
+def run_suite(
+    *args: str, tmp_path: Path, pythonpath: list[Path] | None = None, quantity: str | None = "forward"
+) -> subprocess.CompletedProcess[str]:
+    """`python -m pytest conformance ARGS` from the repo root, results kept under tmp_path.
+
+    `--quantity forward` unless ARGS say `--quantity` or `quantity` is None (the suite's default, both):
+    most end-to-end tests are about the suite's machinery (reruns, workers, hostile adapters), which the
+    forward check exercises in half the time; tests of the backward check ask for it."""
     env = dict(os.environ)
     paths = [str(p) for p in (pythonpath or [])] + [str(ROOT / "examples"), str(ROOT / "tests")]
     env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")])
     command = [sys.executable, "-m", "pytest", "conformance", "-p", "no:cacheprovider"]
     if not any(a.startswith("--results") for a in args):
         command += ["--results", str(tmp_path / "results.jsonl")]
+    if quantity is not None and not any(a.startswith("--quantity") for a in args) and _has_quantity_option():
+        command += ["--quantity", quantity]
     if not any(a.startswith("--report") or a == "--no-report" for a in args):
         command += ["--no-report"] if _has_report_option() else []
     return subprocess.run([*command, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _has_quantity_option() -> bool:
+    from conformance import plugin
+
+    return "--quantity" in Path(plugin.__file__).read_text(encoding="utf-8")
 
 
 def _has_report_option() -> bool:
@@ -44,7 +58,9 @@ def require_mark(node: pytest.Item, mark: str, why: str) -> None:
 def suite(tmp_path: Path, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
     require_mark(request.node, "e2e", "runs `pytest conformance` in a subprocess (the suite fixture)")
 
-    def run(*args: str, pythonpath: list[Path] | None = None) -> subprocess.CompletedProcess[str]:
-        return run_suite(*args, tmp_path=tmp_path, pythonpath=pythonpath)
+    def run(
+        *args: str, pythonpath: list[Path] | None = None, quantity: str | None = "forward"
+    ) -> subprocess.CompletedProcess[str]:
+        return run_suite(*args, tmp_path=tmp_path, pythonpath=pythonpath, quantity=quantity)
 
     return run

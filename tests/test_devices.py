@@ -66,20 +66,30 @@ class Tf32CudaTorch(FakeCudaTorch):
         return super().run(case, rounded, Inputs(x, h0, inputs.lengths))
 
 
+def _hide_real_gpu() -> None:
+    """On a machine with a GPU the real `torch` entry point (loaded after every --backend-module) would
+    yield its own torch[cuda], a duplicate name the suite refuses: the fake is to be the only one."""
+    torch.cuda.is_available = lambda: False
+
+
 def fake_cuda_torch() -> Iterator[TorchGru]:
     """`--backend-module test_devices:fake_cuda_torch`: adds a (CPU-computing) torch[cuda]."""
+    _hide_real_gpu()
     yield FakeCudaTorch()
 
 
 def tf32_cuda_torch() -> Iterator[TorchGru]:
     """`--backend-module test_devices:tf32_cuda_torch`: adds a torch[cuda] that uses TF32."""
+    _hide_real_gpu()
     yield Tf32CudaTorch()
 
 
 def torch_with_cuda_seen() -> Iterator[TorchGru]:
-    """The real torch factory on a machine where torch reports a GPU (for collection only)."""
+    """Makes torch report a GPU (for collection only), so the real `torch` entry point, loaded after
+    every --backend-module, yields torch[cuda] too. It yields nothing itself: a second torch[cpu]
+    would be refused as a duplicate name."""
     torch.cuda.is_available = lambda: True
-    yield from torch_eager.backends()
+    yield from ()
 
 
 # -- the factory and --device --------------------------------------------------------------

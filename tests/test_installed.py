@@ -26,7 +26,8 @@ from conformance.records import read_records
 ROOT = Path(__file__).resolve().parent.parent
 OUR_IMPORT_NAMES = ("conformance", "backends", "reports")
 DISTRIBUTION = "gru-conformance"
-SMOKE_CASES = 10
+SMOKE_CASES = 10  # the smoke vectors
+SMOKE_RUN = SMOKE_CASES + 5  # a smoke run: its cases and the 5 declared zero-length cases every tier adds
 
 # A Python implementation checked through the vectors verifier: the example adapter computes each case's outputs.
 WRITE_OUTPUTS = """
@@ -142,7 +143,7 @@ def test_the_wheel_runs_the_suite_from_an_empty_directory(tmp_path: Path) -> Non
     suite = [python, "-m", "pytest", "--pyargs", "conformance", "--tier", "smoke", "-p", "no:cacheprovider"]
     adapter = ["--backend-module", "example_gru_backend.adapter:backends", "--backends", "numpy-example"]
     smoke = ok(run(*suite, *adapter, cwd=work, env=env))
-    assert f"{SMOKE_CASES} passed" in smoke and "GRU conformance" in smoke
+    assert f"{SMOKE_RUN} passed" in smoke and "GRU conformance" in smoke
     results, report = work / "reports" / "out" / "results.jsonl", work / "reports" / "out" / "report.html"
     assert results.is_file() and report.is_file() and not leaves_no_trace(work, smoke)
     assert f"results: {results}" in smoke
@@ -225,7 +226,8 @@ def test_every_way_of_loading_registers_the_plugin_once(tmp_path: Path, load: li
         assert not (tmp_path / "results.jsonl").exists()
         return
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"{SMOKE_CASES + 1} tests collected" in result.stdout  # + the cross-device check's one skip
+    # Both quantities (test_gru, test_gru_backward) per case, plus one skip each: cross-device, invariants.
+    assert f"{2 * SMOKE_RUN + 2} tests collected" in result.stdout
 
 
 def providers(name: str) -> set[str]:

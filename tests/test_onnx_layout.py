@@ -157,9 +157,8 @@ def test_registered_columns_keep_their_names() -> None:
     from backends.onnx.columns import dynamo_backends, spec_backends, torchscript_backends
 
     cpu = {
-        "onnx-spec": ["onnx-spec/ort[cpu]", "onnx-spec/reference[cpu]"],
-        "onnx-torchscript": ["onnx-torchscript/ort[cpu]", "onnx-torchscript/reference[cpu]"],
-        "onnx-dynamo": ["onnx-dynamo/ort[cpu]", "onnx-dynamo/reference[cpu]"],
+        family: [f"{family}/{runtime}[cpu]" for runtime in ("ort", "reference", "openvino")]
+        for family in ("onnx-spec", "onnx-torchscript", "onnx-dynamo")
     }
     for family, factory in [
         ("onnx-spec", spec_backends),
@@ -167,6 +166,6 @@ def test_registered_columns_keep_their_names() -> None:
         ("onnx-dynamo", dynamo_backends),
     ]:
         columns = list(factory())
-        assert [c.name for c in columns][:2] == cpu[family]
+        assert [c.name for c in columns][:3] == cpu[family]
         assert {c.family for c in columns} == {family}
-        assert [c.name for c in columns[2:]] in ([], [f"{family}/ort[cuda]"])
+        assert [c.name for c in columns[3:]] in ([], [f"{family}/ort[cuda]"])

@@ -192,7 +192,70 @@ def test_verdicts_diff_lists_every_changed_pair_and_fails_on_any(
     new.write_text(_result_line("t[cpu]", a, "pass") + "\n")
     assert main(["verdicts", str(old), str(old)]) == 0
     assert main(["verdicts", str(old), str(new)]) == 1  # a pair disappeared
-    assert f"t[cpu]  {b}  fail -> -" in capsys.readouterr().out
+    assert f"t[cpu]  {b}  forward  fail -> -" in capsys.readouterr().out
     new.write_text("\n".join([_result_line("t[cpu]", a, "known_divergence"), _result_line("t[cpu]", b, "fail")]) + "\n")
     assert main(["verdicts", str(old), str(new)]) == 1
-    assert f"t[cpu]  {a}  pass -> known_divergence" in capsys.readouterr().out
+    assert f"t[cpu]  {a}  forward  pass -> known_divergence" in capsys.readouterr().out
+
+
+# --- the backward check: its own matrix, its own summary cells -----------------------------------
+
+
+def test_forward_and_backward_of_one_case_are_two_entries_in_two_matrices(tmp_path: Path) -> None:
+    records = [result(c) for c in CASES]
+    records += [result(CASES[0], verdict="fail", headroom=4.0, quantity="backward")]
+    records += [result(c, quantity="backward") for c in CASES[1:]]
+    env = json.loads(json.dumps(BASE_ENV))
+    env["options"]["quantity"] = "both"
+    done = render([write_run(tmp_path / "results.jsonl", records, env=env)], tmp_path / "report.html")
+    assert not done.partial  # 6 results of 3 cases x 1 backend x 2 quantities
+    merged = load([tmp_path / "results.jsonl"])
+    assert sorted((e.case_id, e.quantity, e.verdict) for e in merged.entries) == sorted(
+        [(c.id, "forward", "pass") for c in CASES]
+        + [(CASES[0].id, "backward", "fail")]
+        + [(c.id, "backward", "pass") for c in CASES[1:]]
+    )
+    data = _summary(done.summary)
+    assert data["cells"]["torch[cpu]"]["all"]["status"] == "pass"
+    assert data["backward"]["torch[cpu]"]["all"]["status"] == "fail"
+    assert data["backward"]["torch[cpu]"]["all"]["counts"] == {"fail": 1, "pass": 2}
+    page = done.report.read_text(encoding="utf-8")
+    assert 'id="quantity-switch"' in page and 'id="matrix-backward"' in page and 'id="matrix"' in page
+    page_data = json.loads(re.search(r'<script id="report-data" type="application/json">(.*?)</script>', page, re.S)[1])
+    assert page_data["quantities"] == ["forward", "backward"]
+    assert sorted(page_data["quantities"][row[6]] for row in page_data["rows"]) == ["backward"] * 3 + ["forward"] * 3
+    # The usual rerun command is rebuilt from the column's prefix for the row's quantity.
+    (column,) = page_data["columns"]
+    assert column["rerun"]["backward"] == "pytest conformance --backends 'torch[cpu]' --quantity backward --case "
+    assert "torch[cpu] (backward)</span>agrees in 2 of 3 cases run; 1 failing" in page
+
+
+def test_a_forward_only_report_has_no_backward_matrix(tmp_path: Path) -> None:
+    done = render([write_run(tmp_path / "results.jsonl", [result(c) for c in CASES])], tmp_path / "report.html")
+    page = done.report.read_text(encoding="utf-8")
+    assert 'id="matrix"' in page and 'id="matrix-backward"' not in page and 'id="quantity-switch"' not in page
+    assert _summary(done.summary)["backward"] == {}
+
+
+def test_a_run_of_both_quantities_that_stopped_halfway_is_partial(tmp_path: Path) -> None:
+    env = json.loads(json.dumps(BASE_ENV))
+    env["options"]["quantity"] = "both"
+    done = render([write_run(tmp_path / "results.jsonl", [result(c) for c in CASES], env=env)], tmp_path / "r.html")
+    assert done.partial and "3 of 6 results recorded" in done.report.read_text(encoding="utf-8")
+
+
+def test_compare_names_backward_cells_apart(tmp_path: Path) -> None:
+    old = render([write_run(tmp_path / "old.jsonl", [result(c) for c in CASES])], tmp_path / "old.html").summary
+    records = [result(c) for c in CASES] + [result(c, verdict="fail", headroom=5.0, quantity="backward") for c in CASES]
+    new = write_run(tmp_path / "new.jsonl", records)
+    done = render([new], tmp_path / "new.html", compare_to=old)
+    lines = [change.line() for change in done.changes]
+    assert any(line.startswith("added   torch[cpu] (backward) × all cases: now 0/3 passed") for line in lines), lines
+    assert not any("torch[cpu] ×" in line for line in lines)  # the forward cells didn't move
+    again = render([new], tmp_path / "again.html", compare_to=done.summary)
+    assert again.changes == []
+    fixed = [result(c) for c in CASES] + [result(c, quantity="backward") for c in CASES]
+    moved = render([write_run(tmp_path / "f.jsonl", fixed)], tmp_path / "f.html", compare_to=done.summary)
+    better = [c for c in moved.changes if c.direction == "better"]
+    assert better and {c.column for c in moved.changes} == {"torch[cpu] (backward)"}
+    assert any(c.line().startswith("better  torch[cpu] (backward) × all cases: passed 0/3 → 3/3") for c in better)

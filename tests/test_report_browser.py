@@ -1,9 +1,10 @@
 """The report of a real run, opened in headless Chromium (Debian's package) through Playwright.
 
-One suite run (torch, the example NumPy adapter and a planted r/z gate swap, smoke
-tier) renders the page at the end of `pytest conformance`; the browser then checks
-what a user relies on: matrix counts, a failing cell's cases, filters, no network
-request, no console error. Screenshots go to reports/out/screenshots/ for CI.
+One suite run (torch, the example NumPy adapter, a planted r/z gate swap and a planted
+backward bug, smoke tier, both quantities) renders the page at the end of `pytest
+conformance`; the browser then checks what a user relies on: matrix counts, a failing
+cell's cases, the backward matrix beside the forward one, filters, no network request, no
+console error. Screenshots go to reports/out/screenshots/ for CI.
 """
 
 from __future__ import annotations
@@ -58,6 +59,14 @@ class SwappedGates(NumpyGru):
 
 def backends():
     yield SwappedGates()
+'''
+PLANTED_BACKWARD = '''
+"""torch autograd with h0 detached: every output right, dL/dh0 read as zero (tests/planted_backward.py)."""
+from planted_backward import DetachedH0
+
+
+def backends():
+    yield DetachedH0()
 '''
 
 # Text laid out one character per line: a text node of at least MIN_CHARS characters spread over 3 lines or
@@ -145,14 +154,18 @@ def real_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """`pytest conformance` with torch, the example adapter and a planted bug; the plugin renders the page."""
     tmp = tmp_path_factory.mktemp("real-run")
     (tmp / "planted_rz.py").write_text(PLANTED, encoding="utf-8")
+    (tmp / "planted_h0.py").write_text(PLANTED_BACKWARD, encoding="utf-8")
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(tmp), str(ROOT / "examples"), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(tmp), str(ROOT / "examples"), str(ROOT / "tests"), env.get("PYTHONPATH", "")]
+    )
     report, results, junit = tmp / "out" / "report.html", tmp / "results.jsonl", tmp / "junit.xml"
     command = [
         sys.executable, "-m", "pytest", "conformance", "-p", "no:cacheprovider", "-q",
         "--backend-module", "example_gru_backend.adapter:backends",
         "--backend-module", "planted_rz:backends",
-        "--backends", "numpy-example,torch,planted-rz",
+        "--backend-module", "planted_h0:backends",
+        "--backends", "numpy-example,torch,planted-rz,planted-grad-detached-h0",
         "--tier", "smoke",
         "--results", str(results), "--report", str(report), f"--junitxml={junit}",
     ]  # fmt: skip
@@ -168,13 +181,20 @@ def test_plugin_writes_page_summary_and_readable_junit_ids(real_run: dict[str, A
     report: Path = real_run["report"]
     assert report.is_file() and (report.parent / "report.summary.json").is_file()
     names = {case.get("name") for case in ET.parse(real_run["junit"]).iter("testcase")}
+    tests = {"forward": "test_gru", "backward": "test_gru_backward"}
     for record in real_run["results"]:
-        assert f"test_gru[{record['backend']}-{record['case_id']}]" in names
+        assert f"{tests[record['quantity']]}[{record['backend']}-{record['case_id']}]" in names
 
 
-def _expected(records: list[dict[str, Any]], backend: str, keep: Any = lambda case: True) -> str:
-    """passed/attempted for one column, counted straight from the results file."""
-    mine = [r for r in records if r["backend"] == backend and keep(r["case"]) and r["verdict"] != "skipped"]
+def _expected(
+    records: list[dict[str, Any]], backend: str, keep: Any = lambda case: True, quantity: str = "forward"
+) -> str:
+    """passed/attempted for one column and quantity, counted straight from the results file."""
+    mine = [
+        r
+        for r in records
+        if r["backend"] == backend and r["quantity"] == quantity and keep(r["case"]) and r["verdict"] != "skipped"
+    ]
     return f"{sum(r['verdict'] == 'pass' for r in mine)}/{len(mine)}"
 
 
@@ -190,7 +210,8 @@ def test_real_run_in_chromium(browser: Any, real_run: dict[str, Any]) -> None:
     assert page.locator("#matrix").is_visible()
     heads = page.locator("#matrix th.colhead").all_inner_texts()
     backends = sorted({r["backend"] for r in records})
-    assert len(heads) == len(backends) == 3
+    assert len(heads) == len(backends) == 4
+    assert page.locator("#matrix-backward").is_hidden()  # the switch shows one matrix at a time
     rows = {
         "all": lambda case: True,
         "lengths=sorted": lambda case: case["lengths"] == "sorted",
@@ -208,7 +229,9 @@ def test_real_run_in_chromium(browser: Any, real_run: dict[str, Any]) -> None:
 
     # Clicking a failing cell reveals its cases.
     sorted_cases = sorted(
-        r["case_id"] for r in records if r["backend"] == "planted-rz[cpu]" and r["case"]["lengths"] == "sorted"
+        r["case_id"]
+        for r in records
+        if r["backend"] == "planted-rz[cpu]" and r["case"]["lengths"] == "sorted" and r["quantity"] == "forward"
     )
     failing.click()
     panel = page.locator("#cell-panel")
@@ -229,8 +252,14 @@ def test_real_run_in_chromium(browser: Any, real_run: dict[str, Any]) -> None:
     page.locator("#filter-reset").click()
     page.select_option("#filter-verdict", "fail")
     shown = page.locator("#case-table tbody tr[data-verdict]")
-    assert shown.count() == sum(r["verdict"] == "fail" for r in records) == 10
+    assert shown.count() == sum(r["verdict"] == "fail" for r in records)
+    # 10 smoke + 5 zero-length cases
+    assert sum(r["verdict"] == "fail" and r["quantity"] == "forward" for r in records) == 15
     assert set(shown.evaluate_all("rows => rows.map(r => r.dataset.verdict)")) == {"fail"}
+    page.select_option("#filter-quantity", "backward")
+    assert shown.count() == sum(r["verdict"] == "fail" and r["quantity"] == "backward" for r in records) > 0
+    assert set(shown.evaluate_all("rows => rows.map(r => r.dataset.quantity)")) == {"backward"}
+    page.select_option("#filter-quantity", "")
     page.select_option("#filter-verdict", "")
     page.select_option("#filter-backend", label="torch[cpu]")
     page.select_option("#filter-dtype", label="float16")
@@ -348,6 +377,53 @@ def test_top_summary_and_distinct_colours_for_conventions_and_known_divergences(
 @pytest.mark.e2e
 def test_the_top_summary_names_the_planted_mistake(browser: Any, real_run: dict[str, Any]) -> None:
     view = Page(browser, real_run["report"])
-    line = view.page.locator('#backend-lines li[data-column*="planted-rz"]').inner_text()
+    line = view.page.locator('#backend-lines li[data-column*="planted-rz"][data-quantity="forward"]').inner_text()
     assert "failing" in line and "likely mistake: gate-order-zrn" in line, line
+    backward = view.page.locator('#backend-lines li[data-column*="planted-rz"][data-quantity="backward"]').inner_text()
+    assert backward.startswith("planted-rz[cpu] (backward)") and "does not differentiate" in backward, backward
+    view.context.close()
+
+
+@pytest.mark.e2e
+def test_the_backward_matrix_shows_the_planted_gradient_bug(browser: Any, real_run: dict[str, Any]) -> None:
+    """The switch shows the gradients' matrix, with the same drill-down: cell, its cases, worst element, rerun."""
+    records = real_run["results"]
+    view = Page(browser, real_run["report"])
+    page = view.page
+    page.locator('#quantity-switch button[data-quantity="backward"]').click()
+    assert page.locator("#matrix-backward").is_visible() and page.locator("#matrix").is_hidden()
+    backends = sorted({r["backend"] for r in records})
+    planted = backends.index("planted-grad-detached-h0[cpu]")
+    h0 = lambda case: case["initial_state"]  # noqa: E731
+    for column, backend in enumerate(backends):
+        for feature, keep in {"all": lambda case: True, "h0": h0}.items():
+            cell = page.locator(f'#matrix-backward td.cell[data-col="{column}"][data-feature="{feature}"] .frac')
+            assert cell.inner_text() == _expected(records, backend, keep, "backward"), (backend, feature)
+    failing = page.locator(f'#matrix-backward td.cell[data-col="{planted}"][data-feature="h0"]')
+    assert failing.get_attribute("data-status") == "fail"
+    # The forward matrix's cell of the same column and row passes: only the gradients are wrong.
+    assert page.locator(f'#matrix td.cell[data-col="{planted}"][data-feature="h0"]').get_attribute("data-status") == (
+        "pass"
+    )
+    failing.click()
+    expected_cases = sorted(
+        r["case_id"]
+        for r in records
+        if r["backend"] == "planted-grad-detached-h0[cpu]" and r["quantity"] == "backward" and h0(r["case"])
+    )
+    assert "planted-grad-detached-h0[cpu] (backward) × initial state h0" in page.locator("#cell-panel").inner_text()
+    assert sorted(page.locator("#cell-cases a").all_inner_texts()) == expected_cases
+    page.screenshot(path=str(SCREENSHOTS / "report-backward-cell.png"))
+    page.locator("#cell-cases a").first.click()
+    detail = page.locator("#case-table tr.detail")
+    assert detail.count() == 1
+    rerun = detail.locator(".rerun-command").first.inner_text()
+    opened = next(r for r in records if r["rerun"] == rerun)
+    assert opened["quantity"] == "backward" and opened["case_id"] in expected_cases
+    assert "--quantity backward" in rerun
+    assert "grad h0: worst element at [layer=" in detail.inner_text() and "atol per tensor" in detail.inner_text()
+    page.locator('#quantity-switch button[data-quantity="forward"]').click()
+    assert page.locator("#matrix").is_visible() and page.locator("#matrix-backward").is_hidden()
+    assert page.locator("#cell-panel").is_hidden()
+    assert view.offsite() == [] and view.errors == []
     view.context.close()

@@ -105,7 +105,16 @@ def test_section_counts_pairs_and_shows_the_planted_disagreement(tf32_results: P
             "worst_headroom": float(f"{worst:.3g}"),
         }
     }
-    assert sorted(summary) == ["cells", "cross_device", "features", "partial", "runs", "schema"]
+    assert sorted(summary) == [
+        "backward",
+        "cells",
+        "cross_device",
+        "features",
+        "invariants",
+        "partial",
+        "runs",
+        "schema",
+    ]
 
 
 @pytest.mark.e2e

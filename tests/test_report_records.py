@@ -12,7 +12,7 @@ from typing import Any
 
 from conformance.case import Case
 from conformance.compare import Check
-from conformance.engine import rerun_command
+from conformance.records import rerun_command
 
 BASE_ENV: dict[str, Any] = {
     "kind": "environment",
@@ -44,14 +44,20 @@ CASES = [
 
 
 def result(
-    case: Case, backend: str = "torch[cpu]", verdict: str = "pass", headroom: float = 0.01, reason: str = ""
+    case: Case,
+    backend: str = "torch[cpu]",
+    verdict: str = "pass",
+    headroom: float = 0.01,
+    reason: str = "",
+    quantity: str = "forward",
 ) -> dict[str, Any]:
-    """A result record as the plugin writes it: arithmetic checks that agree with `verdict`."""
+    """A result record as the plugin writes it: arithmetic checks that agree with `verdict` (of the gradient
+    of weight_hh_l0 for a backward result)."""
     failed = verdict in ("fail", "known_divergence")
     tol = 1e-5
     checks = [
         Check(
-            "output",
+            "output" if quantity == "forward" else "grad weight_hh_l0",
             "arithmetic",
             not failed,
             f"output: abs err {headroom * tol:.3g}",
@@ -60,7 +66,7 @@ def result(
             max_ulp=headroom * 100,
             tolerance=tol,
             headroom=headroom,
-            worst_index={"step": 1, "batch": 0, "unit": 2},
+            worst_index={"step": 1, "batch": 0, "unit": 2} if quantity == "forward" else {"gate": "z", "row": 1},
             expected=0.25,
             actual=0.25 + headroom * tol,
         ).as_dict()
@@ -79,12 +85,13 @@ def result(
         "reason": reason,
         "checks": checks,
         "worst_headroom": headroom if checks else None,
-        "tolerance": {"atol": tol},
+        "tolerance": {"atol": tol} if quantity == "forward" else {"atol": {"weight_hh_l0": tol}, "sum_terms": 15},
         "timing": {},
         "divergence": None,
-        "rerun": rerun_command(case, backend),
+        "rerun": rerun_command(case, backend, quantity=quantity),
         "precision": "strict",
         "reference": "oracle",
+        "quantity": quantity,
     }
 
 

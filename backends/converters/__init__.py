@@ -20,6 +20,15 @@ Rules every converter here follows:
   X -> torch -> X is exact everywhere.
 * Nothing is invented: `bias=False` canonical weights map to zero biases only where the
   target's cell always has biases, and the way back with `bias=False` refuses nonzero biases.
+
+Gradients travel the other way through each converter's *adjoint* (`<lib>_gradients_to_torch`):
+a converter is linear in the weights, W -> P = C(W), so dL/dW = C^T dL/dP. Its pieces are
+transposes of the pieces above: a transposition or a gate reorder (a permutation) goes back
+as its inverse, and a fold a + b passes its gradient to both a and b (`fold_adjoint`), since
+dL/da = dL/db = dL/d(a + b). So dL/d b_hr equals dL/d b_ir exactly, as it must: the two sit in
+the same sum. A zero bias the target always has but PyTorch's `bias=False` GRU doesn't
+(a constant, not a parameter) has its gradient dropped. Each adjoint satisfies
+<C^T g, dW> = <g, C dW> for every g and dW (tests/test_converter_adjoints.py).
 """
 
 from __future__ import annotations
@@ -112,3 +121,34 @@ def torch_order(tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
             kinds = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if bias else [])
             names += [k + suffix(layer, direction) for k in kinds]
     return {n: tensors[n] for n in names}
+
+
+def fold_adjoint(gradient: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The adjoint of `fold`: a + b passes its gradient to both a and b, unchanged."""
+    return np.array(gradient), np.array(gradient)
+
+
+def put_cell_gradients(
+    out: dict[str, np.ndarray],
+    layer: int,
+    direction: int,
+    g_w_ih: np.ndarray,
+    g_w_hh: np.ndarray,
+    g_b_ih: np.ndarray | None,
+    g_b_hh: np.ndarray | None,
+    bias: bool,
+) -> None:
+    """Store one cell's gradients under its state_dict names.
+
+    bias=False: the GRU has no bias parameters, so gradients of the zero biases a target
+    always holds (constants there, not parameters) are dropped. bias=True: both must exist.
+    """
+    sfx = suffix(layer, direction)
+    out["weight_ih" + sfx] = np.ascontiguousarray(g_w_ih)
+    out["weight_hh" + sfx] = np.ascontiguousarray(g_w_hh)
+    if not bias:
+        return
+    if g_b_ih is None or g_b_hh is None:
+        raise Unrepresentable(f"cell{sfx}: bias=True was asked, but the target's cell has no bias gradients")
+    out["bias_ih" + sfx] = np.ascontiguousarray(g_b_ih)
+    out["bias_hh" + sfx] = np.ascontiguousarray(g_b_hh)

@@ -10,6 +10,9 @@ Fold rules: bias = b_ih + (b_hr, b_hz, 0); bias_n = b_hn. Weights are PyTorch's 
 are. Everything fits; the way back puts `bias` in bias_ih and (0, 0, bias_n) in bias_hh.
 `bias=False` maps to `use_bias=False` (no bias arrays at all), exactly PyTorch's bias=False.
 
+Gradients come back through `equinox_gradients_to_torch`, the adjoint of `torch_to_equinox`:
+`bias`'s r and z gradients go to both b_i and b_h of their gate, `bias_n`'s to b_hn.
+
 Stack layout: a list over layers of a list over directions of cells (forward, reverse).
 """
 
@@ -21,7 +24,17 @@ from typing import Any
 
 import numpy as np
 
-from backends.converters import bias_gates, cell_tensors, fold, layout, put_cell, torch_order
+from backends.converters import (
+    bias_gates,
+    cell_tensors,
+    fold,
+    fold_adjoint,
+    gates,
+    layout,
+    put_cell,
+    put_cell_gradients,
+    torch_order,
+)
 
 FOLDS = ["b_hr -> bias[r] (+ b_ir)", "b_hz -> bias[z] (+ b_iz)", "b_hn -> bias_n"]
 
@@ -85,4 +98,33 @@ def equinox_to_torch(cells: Sequence[Sequence[Any]], bias: bool | None = None) -
         for direction, cell in enumerate(directions):
             want = cell.use_bias if bias is None else bias
             put_cell(out, layer, direction, *cell_from_equinox(cell), bias=want, where="equinox cell")
+    return torch_order(out)
+
+
+def cell_gradients_from_equinox(
+    grads: Any,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """The adjoint of `cell_to_equinox`: a GRUCell-shaped gradient as (dW_ih, dW_hh, db_ih, db_hh)."""
+    g_w_ih, g_w_hh = np.asarray(grads.weight_ih), np.asarray(grads.weight_hh)
+    if grads.bias is None:
+        return g_w_ih, g_w_hh, None, None
+    g_r, g_z, g_n = gates(np.asarray(grads.bias))
+    (g_b_ir, g_b_hr), (g_b_iz, g_b_hz) = fold_adjoint(g_r), fold_adjoint(g_z)
+    return (
+        g_w_ih,
+        g_w_hh,
+        np.concatenate([g_b_ir, g_b_iz, g_n]),
+        np.concatenate([g_b_hr, g_b_hz, np.asarray(grads.bias_n)]),
+    )
+
+
+def equinox_gradients_to_torch(grads: Sequence[Sequence[Any]], bias: bool = True) -> dict[str, np.ndarray]:
+    """Gradients w.r.t. `torch_to_equinox`'s cells[layer][direction] as gradients w.r.t. the state_dict: its adjoint.
+
+    `grads` has the cells' structure (what `jax.vjp` returns for them: GRUCells holding gradients).
+    """
+    out: dict[str, np.ndarray] = {}
+    for layer, directions in enumerate(grads):
+        for direction, cell in enumerate(directions):
+            put_cell_gradients(out, layer, direction, *cell_gradients_from_equinox(cell), bias=bias)
     return torch_order(out)

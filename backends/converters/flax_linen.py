@@ -13,6 +13,10 @@ kernels are the transposed (r, z, n) blocks. Everything PyTorch has fits: only t
 of b_ir/b_hr and b_iz/b_hz is lost, and the way back puts the sums in bias_ih (bias_hh
 r and z slots zero). `bias=False` maps to zero biases (GRUCell always has them).
 
+Gradients come back through `linen_gradients_to_torch`, the adjoint of `torch_to_linen`:
+kernels transposed back into their (r, z, n) blocks, and ir.bias's (iz.bias's) gradient
+to both b_ir and b_hr (b_iz and b_hz).
+
 Param tree: `{"cell_l{k}[_reverse]": {<dense name>: {"kernel", "bias"}}}` under "params",
 the names `gru_stack` gives its cells, mirroring the state_dict suffixes.
 """
@@ -29,9 +33,11 @@ from backends.converters import (
     bias_gates,
     cell_tensors,
     fold,
+    fold_adjoint,
     gates,
     layout,
     put_cell,
+    put_cell_gradients,
     suffix,
     torch_order,
 )
@@ -98,6 +104,35 @@ def linen_to_torch(variables: Mapping[str, Any], bias: bool = True) -> dict[str,
             raise Unrepresentable(f"unexpected linen param {name!r}: not a cell of gru_stack")
         layer = int(name[len("cell_l") :].split("_")[0])
         put_cell(out, layer, int(name.endswith("_reverse")), *cell_from_linen(cell), bias=bias, where="linen cell")
+    return torch_order(out)
+
+
+def cell_gradients_from_linen(
+    grads: Mapping[str, Mapping[str, Any]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The adjoint of `cell_to_linen`: a GRUCell's parameter gradients as (dW_ih, dW_hh, db_ih, db_hh)."""
+    g = {name: {k: np.asarray(v) for k, v in dense.items()} for name, dense in grads.items()}
+    g_w_ih = np.concatenate([g["ir"]["kernel"].T, g["iz"]["kernel"].T, g["in"]["kernel"].T])
+    g_w_hh = np.concatenate([g["hr"]["kernel"].T, g["hz"]["kernel"].T, g["hn"]["kernel"].T])
+    (g_b_ir, g_b_hr), (g_b_iz, g_b_hz) = fold_adjoint(g["ir"]["bias"]), fold_adjoint(g["iz"]["bias"])
+    g_b_ih = np.concatenate([g_b_ir, g_b_iz, g["in"]["bias"]])
+    g_b_hh = np.concatenate([g_b_hr, g_b_hz, g["hn"]["bias"]])
+    return g_w_ih, g_w_hh, g_b_ih, g_b_hh
+
+
+def linen_gradients_to_torch(grads: Mapping[str, Any], bias: bool = True) -> dict[str, np.ndarray]:
+    """Gradients w.r.t. `torch_to_linen`'s variables as gradients w.r.t. the state_dict: its adjoint.
+
+    `grads` has the variables' structure (`{"params": {"cell_l0": ...}}`, e.g. what `jax.vjp`
+    returns for them). A folded bias's gradient goes to both halves of the fold; with
+    bias=False the gradients of linen's (zero, constant) biases are dropped.
+    """
+    out: dict[str, np.ndarray] = {}
+    for name, cell in grads["params"].items():
+        if not name.startswith("cell_l"):
+            raise Unrepresentable(f"unexpected linen param {name!r}: not a cell of gru_stack")
+        layer = int(name[len("cell_l") :].split("_")[0])
+        put_cell_gradients(out, layer, int(name.endswith("_reverse")), *cell_gradients_from_linen(cell), bias=bias)
     return torch_order(out)
 
 

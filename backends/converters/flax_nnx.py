@@ -11,6 +11,10 @@ b_hn sits inside `r * (W_hn h + b_hn)` and has no place: a nonzero b_hn raises
 `Unrepresentable`. (The class docstring's formula shows `r * (W_hn h + b_hn)`; the code
 has no b_hn.) The way back puts dense_i.bias in bias_ih and zeros in bias_hh.
 
+Gradients come back through `nnx_gradients_to_torch`, the adjoint of `torch_to_nnx`
+(kernels transposed back), for bias=False GRUs only: with biases, dL/d b_hn is a gradient
+nnx can't compute (it has no b_hn), so the adjoint refuses rather than report a zero.
+
 Pure-dict state (`nnx.State.to_pure_dict()` of `gru_stack`'s params):
 `{"layers": {k: {"cell": ...}}}`, or `{"layers": {k: {"forward_rnn": {"cell": ...},
 "backward_rnn": {"cell": ...}}}}` when bidirectional; cell = `{"dense_i": {"kernel",
@@ -31,6 +35,7 @@ from backends.converters import (
     fold,
     layout,
     put_cell,
+    put_cell_gradients,
     suffix,
     torch_order,
 )
@@ -99,6 +104,27 @@ def nnx_to_torch(state: Mapping[str, Any], bias: bool = True) -> dict[str, np.nd
         )
         for direction, cell in enumerate(cells):
             put_cell(out, int(layer), direction, *cell_from_nnx(cell), bias=bias, where="nnx cell")
+    return torch_order(out)
+
+
+def nnx_gradients_to_torch(grads: Mapping[str, Any], bias: bool = False) -> dict[str, np.ndarray]:
+    """Gradients w.r.t. `torch_to_nnx`'s pure-dict params as gradients w.r.t. the state_dict: its adjoint.
+
+    Only for a GRU without biases (the only one nnx can run exactly): dense_i.bias is then a
+    zero constant whose gradient is dropped. bias=True raises `Unrepresentable`: the state_dict
+    would need dL/d b_hn, which nnx has no parameter to compute.
+    """
+    if bias:
+        raise Unrepresentable(f"the gradient of b_hn can't be computed: {cannot_represent(True)[0]}")
+    out: dict[str, np.ndarray] = {}
+    for layer, entry in grads["layers"].items():
+        cells = (
+            [entry["forward_rnn"]["cell"], entry["backward_rnn"]["cell"]] if "forward_rnn" in entry else [entry["cell"]]
+        )
+        for direction, cell in enumerate(cells):
+            g_w_ih = np.asarray(cell["dense_i"]["kernel"]).T
+            g_w_hh = np.asarray(cell["dense_h"]["kernel"]).T
+            put_cell_gradients(out, int(layer), direction, g_w_ih, g_w_hh, None, None, bias=False)
     return torch_order(out)
 
 

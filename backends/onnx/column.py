@@ -18,6 +18,7 @@ from backends.onnx.runtime import Runner, Runtime
 from conformance.case import Case
 from conformance.contract import Availability, BaseBackend, Build, first_line
 from conformance.data import GruOutput, Inputs, Weights
+from conformance.forms import Form
 
 
 @dataclass
@@ -34,9 +35,19 @@ class OnnxColumn(BaseBackend):
         return cls(source.family, device, source=source, runtime=runtime)
 
     @property
+    def form(self) -> Form:
+        """The form its source's models declare (what the engine judges the column against)."""
+        return self.source.form
+
+    @property
     def name(self) -> str:
         """`onnx-spec/ort[cpu]`: the base name with the runtime spliced in before the device column."""
         return super().name.replace("[", f"/{self.runtime.name}[", 1)
+
+    @property
+    def no_gradients(self) -> str:
+        """Why the backward check is unsupported here (`conformance.contract.backward_refusal`)."""
+        return self.runtime.no_gradients
 
     def availability(self) -> Availability:
         for module in ("onnx", *self.runtime.modules):
@@ -63,6 +74,10 @@ class OnnxColumn(BaseBackend):
                 merged.setdefault(k, set()).update(map(str, v if isinstance(v, list) else [v]))
         notes["models"] = {k: sorted(v) for k, v in merged.items()}
         return notes
+
+    def compute_format(self, case: Case) -> str | None:
+        """What the runtime states it computes this case in (`conformance.contract.StatesComputeFormat`)."""
+        return self.runtime.compute_format(self.device, self.precision, case.dtype)
 
     def prepare(self, cases: list[Case]) -> None:
         """Let the source build every model these cases need, before the first `run`."""

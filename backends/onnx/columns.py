@@ -13,15 +13,24 @@ from functools import partial
 
 from backends.onnx.column import OnnxColumn
 from backends.onnx.model_source import ModelSource
+from backends.onnx.openvino import OPENVINO
 from backends.onnx.ort import ORT
 from backends.onnx.reference import REFERENCE
 from backends.onnx.runtime import Runtime
 from backends.onnx.source_dynamo import DynamoSource
 from backends.onnx.source_spec import SpecSource
+from backends.onnx.source_spec_activations import SpecActivationsSource
+from backends.onnx.source_spec_lbr0 import SpecLbr0Source
 from backends.onnx.source_torchscript import TorchScriptSource
 
-SOURCES: tuple[ModelSource, ...] = (SpecSource(), TorchScriptSource(), DynamoSource())
-RUNTIMES: tuple[Runtime, ...] = (ORT, REFERENCE)
+SOURCES: tuple[ModelSource, ...] = (
+    SpecSource(),
+    TorchScriptSource(),
+    DynamoSource(),
+    SpecLbr0Source(),
+    SpecActivationsSource(),
+)
+RUNTIMES: tuple[Runtime, ...] = (ORT, REFERENCE, OPENVINO)
 
 
 def source_columns(source: ModelSource, runtimes: tuple[Runtime, ...] = RUNTIMES) -> Iterator[OnnxColumn]:
@@ -42,3 +51,5 @@ def family_columns(family: str) -> Iterator[OnnxColumn]:
 spec_backends = partial(family_columns, "onnx-spec")
 torchscript_backends = partial(family_columns, "onnx-torchscript")
 dynamo_backends = partial(family_columns, "onnx-dynamo")
+spec_lbr0_backends = partial(family_columns, "onnx-spec-lbr0")
+spec_activations_backends = partial(family_columns, "onnx-spec-activations")

@@ -17,6 +17,7 @@ import numpy as np
 from conformance.case import Case
 from conformance.contract import Availability, Build
 from conformance.data import Weights
+from conformance.forms import PYTORCH, Form
 
 INSTALL_HINT = "pip install -e '.[onnx]' -c constraints.txt"
 
@@ -41,6 +42,7 @@ class ModelSource(ABC):
     """One way of making an ONNX GRU; a column's family is `onnx-<name>`."""
 
     name: str  # "spec", "torchscript", "dynamo": the report's `source` note
+    form: Form = PYTORCH  # the GRU its models compute (conformance.contract.declared_form): the column's truth
 
     @property
     def family(self) -> str:

@@ -28,6 +28,8 @@ class Runtime(ABC):
 
     name: str
     modules: tuple[str, ...] = ()  # importable modules it needs besides onnx
+    # Why the backward check is unsupported in every ONNX column (conformance.contract.backward_refusal).
+    no_gradients: str = "an ONNX inference runtime runs the model's forward graph only; it computes no gradients"
 
     def devices(self) -> list[str]:
         """The devices this runtime can use here (a column per device); `cpu` always."""
@@ -36,6 +38,11 @@ class Runtime(ABC):
     def availability(self, device: str) -> Availability:
         """Whether `device` is usable (the modules were checked by the column)."""
         return Availability.ok()
+
+    def compute_format(self, device: str, precision: str, dtype: str) -> str | None:
+        """The format a `dtype` model really computes in under `precision`, when the runtime can tell
+        (OpenVINO picks its own); None when it follows the model (see `conformance.contract.StatesComputeFormat`)."""
+        return None
 
     @abstractmethod
     def describe(self, device: str, precision: str) -> dict[str, Any]:

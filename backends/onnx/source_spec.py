@@ -32,10 +32,31 @@ class SpecOptions:
 
     gate_order: str = "zrn"  # ONNX wants z, r, h(=n); "rzn" forgets to reorder
     linear_before_reset: int = 1  # torch semantics; 0 is the ONNX default, a classic exporter slip
+    # ONNX attributes beyond torch's (sources that declare them: source_spec_lbr0, source_spec_activations).
+    activations: tuple[str, ...] = ()  # (f, g) per direction; () leaves the attribute out (Sigmoid, Tanh)
+    activation_alpha: tuple[float, ...] = ()
+    activation_beta: tuple[float, ...] = ()
+    clip: float | None = None
 
     @property
     def tag(self) -> str:
-        return "" if self == SpecOptions() else f"+gates={self.gate_order},lbr={self.linear_before_reset}"
+        if self == SpecOptions():
+            return ""
+        extra = f",act={self.activations},a={self.activation_alpha},b={self.activation_beta},clip={self.clip}"
+        return f"+gates={self.gate_order},lbr={self.linear_before_reset}" + extra
+
+    def attributes(self, directions: int) -> dict[str, Any]:
+        """The GRU node's optional attributes; activations and their parameters repeat per direction."""
+        found: dict[str, Any] = {}
+        if self.activations:
+            found["activations"] = list(self.activations) * directions
+        if self.activation_alpha:
+            found["activation_alpha"] = list(self.activation_alpha) * directions
+        if self.activation_beta:
+            found["activation_beta"] = list(self.activation_beta) * directions
+        if self.clip is not None:
+            found["clip"] = self.clip
+        return found
 
 
 def _reorder(rows: np.ndarray, order: str) -> np.ndarray:
@@ -126,6 +147,7 @@ def build_spec_model(case: Case, options: SpecOptions = SpecOptions()) -> Any:
                 direction="bidirectional" if case.bidirectional else "forward",
                 linear_before_reset=options.linear_before_reset,
                 layout=layout,
+                **options.attributes(d),
             )
         )
         out = "output" if layer == layers - 1 else f"X_l{layer + 1}"
@@ -178,4 +200,5 @@ class SpecSource(ModelSource):
             "opset": SPEC_OPSET,
             "form": "GRU op (chain per layer)",
             "linear_before_reset": self.options.linear_before_reset,
+            **{k: str(v) for k, v in self.options.attributes(1).items()},
         }

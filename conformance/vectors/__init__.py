@@ -9,10 +9,11 @@ from conformance.vectors.store import (
     VectorsReference,
     check_integrity,
     load_case,
+    load_gradients,
     load_manifest,
     write,
 )
-from conformance.vectors.verify import Implementation, verify, write_outputs
+from conformance.vectors.verify import Implementation, verify, write_gradients, write_outputs
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -22,8 +23,10 @@ __all__ = [
     "VectorsReference",
     "check_integrity",
     "load_case",
+    "load_gradients",
     "load_manifest",
     "verify",
     "write",
+    "write_gradients",
     "write_outputs",
 ]

@@ -2,9 +2,12 @@
 
 Layout (documented in fixtures/README.md):
 
-    VECTORS/manifest.json      schema version, provenance, tolerance policy, cases, sha256 of every file
+    VECTORS/manifest.json      schema version, provenance, tolerance policies, cases, sha256 of every file
     VECTORS/index.txt          the same cases, one line each, for readers without a JSON parser
     VECTORS/<case id>/<name>.npy
+
+Each case holds its weights, inputs and expected outputs (the forward check), and since schema
+version 2 the backward check's cotangents and expected gradients, with per-tensor tolerances.
 
 Every byte is a function of (tier, seed, matrix file, oracle, data generator), so
 regenerating must reproduce the committed files exactly; only the manifest's
@@ -18,39 +21,63 @@ import hashlib
 import json
 import platform
 import shutil
+import stat
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import metadata
-from importlib.resources.abc import Traversable
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import numpy as np
 
-from conformance import matrix
+from conformance import matrix, schema
 from conformance.case import Case, CaseError
-from conformance.data import GruOutput, Inputs, Weights, param_names
+from conformance.data import Cotangents, GruOutput, Inputs, Weights, param_names
 from conformance.dtypes import FORMATS, fmt
-from conformance.engine import oracle_reference
-from conformance.tolerance import LAMBDA, STORE_ROUNDINGS, derive
-from conformance.vectors.npy import NpyError, npy_bytes, read_npy
+from conformance.engine import oracle_gradients, oracle_reference
+from conformance.tolerance import EMULATED_DTYPES, FIRST_ORDER_FACTOR, SAFETY, STORE_ROUNDINGS, derive
+from conformance.tolerance_backward import derive_backward
+from conformance.vectors.npy import WRITE_DESCRS, NpyError, npy_bytes, read_npy
 
 SCHEMA = "gru-conformance-vectors"
-SCHEMA_VERSION = 1
+# 2 added the backward check's files and tolerances; version 1 vectors (forward only) are still read.
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+INDEX_SCHEMA = 1  # index.txt's own format, unchanged by version 2 (it lists no gradient files)
 MANIFEST = "manifest.json"
 INDEX = "index.txt"
 EXPECTED = ("expected_output", "expected_h_n")
+COTANGENTS = ("cotangent_output", "cotangent_h_n")
+EXPECTED_GRADIENT = "expected_grad_"  # + a gradient's name: x, h0 or a state_dict name
 PRECISIONS = ("strict", "default")
-TOLERANCE_FORMULA = (
-    "atol = lambda * (store_roundings * unit_roundoff + sqrt(dot_length) * accumulate_roundoff) * gain; "
-    "dot_length = max(input_size, hidden_size * num_directions if num_layers > 1 else 0) + hidden_size + 2; "
-    "gain = the case's error gain, measured on the float64 oracle by Monte Carlo arithmetic "
-    "(conformance/tolerance.py); each case records it"
+TOLERANCE_FORMULA = {
+    "emulated": "atol = safety * max(emulated_error, output_rounding); emulated_error = the largest |emulated - "
+    "expected| over output and h_n of a correct kernel in the case dtype (float32 accumulation and elementwise "
+    "math, every stored tensor rounded to the dtype; two designs, conformance/emulate.py); output_rounding = "
+    "unit_roundoff * max|expected|; each case records both",
+    "first-order": "atol = safety * (store_roundings * unit_roundoff + sqrt(dot_length) * accumulate_roundoff) * "
+    "gain; dot_length = max(input_size, hidden_size * num_directions if num_layers > 1 else 0) + hidden_size + 2; "
+    "gain = the case's error gain, measured on the float64 oracle by Monte Carlo arithmetic; each case records it",
+}
+
+
+BACKWARD_TOLERANCE_FORMULA = (
+    "atol_k = safety * (sigma_forward * gain.state[k] + sigma_adjoint * gain.adjoint[k] + sum_roundoff * "
+    "gain.accumulation[k]), at least the dtype's smallest normal number; sigma_forward = store_roundings * "
+    "unit_roundoff + sqrt(forward_dot_length) * accumulate_roundoff, sigma_adjoint = the same with "
+    "adjoint_dot_length = 3 * hidden_size + 1, sum_roundoff = max(unit_roundoff, accumulate_roundoff); the gains "
+    "are measured on the float64 backpropagation oracle by Monte Carlo arithmetic (conformance/tolerance_backward.py); "
+    "each case records them"
 )
 
 
-class VectorsError(ValueError):
+class VectorsError(schema.SchemaError):
     """Vectors that can't be trusted or used; the message names the file and, where there is one, the case."""
+
+
+def is_expected(name: str) -> bool:
+    """Whether a stored tensor is an oracle result (its last bits depend on the float environment)."""
+    return name in EXPECTED or name.startswith(EXPECTED_GRADIENT)
 
 
 def storage(array: np.ndarray, dtype: str) -> np.ndarray:
@@ -82,6 +109,11 @@ def tensors(case: Case) -> dict[str, tuple[np.ndarray, str]]:
         out["lengths"] = (np.asarray(inputs.lengths, dtype=np.int64), "int64")
     out["expected_output"] = (np.asarray(expected.output, dtype=np.float64), "float64")
     out["expected_h_n"] = (np.asarray(expected.h_n, dtype=np.float64), "float64")
+    cotangents, gradients = oracle_gradients(case)
+    out["cotangent_output"] = (cotangents.output, case.dtype)
+    out["cotangent_h_n"] = (cotangents.h_n, case.dtype)
+    for name, gradient in gradients.items():
+        out[EXPECTED_GRADIENT + name] = (np.asarray(gradient, dtype=np.float64), "float64")
     return out
 
 
@@ -102,7 +134,8 @@ def tolerance_policy() -> dict[str, Any]:
                 "accumulate_format": t.accumulate_format,
             }
     return {
-        "lambda": LAMBDA,
+        "methods": {name: "emulated" if name in EMULATED_DTYPES else "first-order" for name in FORMATS},
+        "safety": {"emulated": SAFETY, "first-order": FIRST_ORDER_FACTOR},
         "store_roundings": STORE_ROUNDINGS,
         "formula": TOLERANCE_FORMULA,
         "verdict": "max |actual - expected| <= atol over valid positions and over h_n; padded positions "
@@ -110,9 +143,23 @@ def tolerance_policy() -> dict[str, Any]:
         "dtypes": dtypes,
         "precisions": {
             "strict": "TF32 off: float32 accumulates in float32",
-            "default": "float32 (and 16-bit formats' float32 accumulation) may run in TF32 on a GPU",
+            "default": "float32 GEMMs may run in TF32 on a GPU (16-bit operands are exact in TF32: unchanged)",
         },
         "source": "conformance/tolerance.py",
+    }
+
+
+def backward_tolerance_policy() -> dict[str, Any]:
+    """The backward derivation (`conformance.tolerance_backward`) in words; each case records every ingredient."""
+    return {
+        "safety": FIRST_ORDER_FACTOR,
+        "store_roundings": STORE_ROUNDINGS,
+        "loss": "L = sum(output * cotangent_output) + sum(h_n * cotangent_h_n); cotangent_output is 0 at padded "
+        "positions; the gradients are dL/dx, dL/dh0 (cases with an initial state) and dL/d every state_dict tensor",
+        "formula": BACKWARD_TOLERANCE_FORMULA,
+        "verdict": "per gradient tensor k: max |actual - expected| <= atol_k; for packed cases dL/dx at padded "
+        "positions must be exactly 0 (a padded input never reaches the loss), else the verdict is 'fail'",
+        "source": "conformance/tolerance_backward.py",
     }
 
 
@@ -178,7 +225,7 @@ def index_text(entries: list[dict[str, Any]]) -> str:
     """One `key=value` line per case; a C reader splits on spaces and '=' and needs nothing else."""
     lines = [
         f"# {SCHEMA} index; the manifest is authoritative and holds this file's sha256",
-        f"schema {SCHEMA_VERSION}",
+        f"schema {INDEX_SCHEMA}",
     ]
     for entry in entries:
         c = entry["case"]
@@ -201,8 +248,27 @@ def index_text(entries: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(tier: str, out: Path, seed: int = 0, matrix_path: Traversable = matrix.DEFAULT_MATRIX) -> Path:
+def writable(out: Path) -> None:
+    """Refuse to write vectors where they would destroy something: only into a new or empty directory, or
+    one that already holds vectors (whose case folders the write replaces)."""
+    if out.exists() and not out.is_dir():
+        raise VectorsError(f"{out}: exists and is not a directory; vectors are written into a directory")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    try:
+        data = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = None
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        raise VectorsError(
+            f"{out}: refusing to write vectors here: the directory is not empty and holds no {SCHEMA} {MANIFEST}; "
+            "write into an empty directory or one that already holds vectors (a write replaces its case folders)"
+        )
+
+
+def write(tier: str, out: Path, seed: int = 0, matrix_path: Path = matrix.DEFAULT_MATRIX) -> Path:
     """Write a tier's vectors under `out`; replaces earlier vectors there, leaves other files alone."""
+    writable(out)
     cases = matrix.cases(tier, seed, matrix_path)
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.iterdir():  # only what an earlier write made: case folders, manifest, index
@@ -230,6 +296,7 @@ def write(tier: str, out: Path, seed: int = 0, matrix_path: Traversable = matrix
                 "id": case.id,
                 "case": case.as_dict(),
                 "tolerance": {p: derive(case, p).as_dict() for p in PRECISIONS},
+                "tolerance_backward": {p: derive_backward(case, p).as_dict() for p in PRECISIONS},
                 "files": files,
             }
         )
@@ -242,8 +309,10 @@ def write(tier: str, out: Path, seed: int = 0, matrix_path: Traversable = matrix
         "seed": seed,
         "produced_by": produced_by(),
         "format": "NPY 1.0, little-endian, C order; bfloat16 tensors stored as raw uint16 bits ('<u2'); "
-        "expected_* are the float64 oracle's output in PyTorch's layout; see fixtures/README.md",
+        "expected_* are the float64 oracle's output in PyTorch's layout, expected_grad_* its gradients for the "
+        "loss the cotangent_* files define; see fixtures/README.md",
         "tolerance_policy": tolerance_policy(),
+        "backward_tolerance_policy": backward_tolerance_policy(),
         "files": {INDEX: {"bytes": len(index), "sha256": sha256(index)}},
         "cases": entries,
     }
@@ -256,6 +325,7 @@ class CaseEntry:
     case: Case
     tolerance: dict[str, dict[str, Any]]  # precision -> Tolerance.as_dict()
     files: dict[str, dict[str, Any]]
+    tolerance_backward: dict[str, dict[str, Any]] | None = None  # precision -> BackwardTolerance.as_dict(); v2
 
 
 @dataclass(frozen=True)
@@ -278,45 +348,128 @@ class Manifest:
             ) from None
 
 
+HEX = frozenset("0123456789abcdef")
+FILE_DTYPES = (*FORMATS, "int64", "float64")
+
+
+def _relative_path(where: schema.Where, value: Any, field: str) -> str:
+    """A manifest path: relative, '/'-separated, no '..': it can only name a file inside the vectors directory."""
+    path = schema.text(where, value, field, "a relative path inside the vectors directory")
+    pure = PurePosixPath(path)
+    if pure.is_absolute() or PureWindowsPath(path).is_absolute() or "\\" in path or ".." in pure.parts:
+        raise where.expected(field, "a relative path inside the vectors directory (no '..', not absolute)", value)
+    return path
+
+
+def _file_spec(where: schema.Where, value: Any, field: str, with_path: bool = True) -> dict[str, Any]:
+    spec = schema.table(where, value, field, "a file entry (path, dtype, descr, shape, bytes, sha256)")
+    at = where.at(field)
+    keys = ("path", "dtype", "descr", "shape", "bytes", "sha256") if with_path else ("bytes", "sha256")
+    schema.check_keys(at, spec, keys, required=keys)
+    if with_path:
+        _relative_path(at, spec["path"], "path")
+        schema.one_of(at, spec["dtype"], "dtype", FILE_DTYPES)
+        schema.one_of(at, spec["descr"], "descr", WRITE_DESCRS)
+        schema.list_of(at, spec["shape"], "shape", lambda w, v, f: schema.integer(w, v, f, 0), "a list of sizes", False)
+    schema.integer(at, spec["bytes"], "bytes", minimum=0)
+    digest = spec["sha256"]
+    if not isinstance(digest, str) or len(digest) != 64 or not set(digest) <= HEX:
+        raise at.expected("sha256", "64 lowercase hex digits", digest)
+    return spec
+
+
 def load_manifest(root: Path) -> Manifest:
-    """Parse and sanity-check a manifest; a schema version this code doesn't know is refused, not guessed at."""
+    """Parse and validate a manifest; a schema version this code doesn't know is refused, not guessed at.
+
+    Every field a reader uses is checked here, file paths included: a path must be relative and stay
+    inside the vectors directory, so a manifest can't make the suite read `/etc/passwd` or `/dev/zero`.
+    """
     path = root / MANIFEST
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise VectorsError(f"{path}: no manifest here; is {root} a vectors directory?") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise VectorsError(f"{path}: not valid JSON ({error}); the manifest is damaged or truncated") from None
+    if root.exists() and not root.is_dir():
+        raise VectorsError(f"{root}: not a directory; expected a vectors directory (holding {MANIFEST})")
+    if not path.exists():
+        raise VectorsError(f"{path}: no manifest here; is {root} a vectors directory?")
+    data = schema.read_json(path, "vectors manifest", VectorsError, "; the manifest is damaged or truncated")
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         raise VectorsError(f"{path}: not a {SCHEMA} manifest")
     version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_VERSIONS or isinstance(version, bool):
         raise VectorsError(
-            f"{path}: unknown schema_version {version!r}; this reader understands version {SCHEMA_VERSION} only"
+            f"{path}: unknown schema_version {version!r}; this reader understands versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}"
         )
+    where = schema.Where(str(path), error=VectorsError)
+    files = schema.table(where, data.get("files"), "files", f"a table holding the {INDEX} entry")
+    if INDEX not in files:
+        raise where.fail(f"missing the {INDEX} entry", "files")
+    _file_spec(where, files[INDEX], f"files.{INDEX}", with_path=False)
+    raw_cases = data.get("cases")
+    if not isinstance(raw_cases, list):
+        raise where.expected("cases", "a list of case entries", raw_cases)
     cases: dict[str, CaseEntry] = {}
-    for number, raw in enumerate(data.get("cases", []), 1):
+    for number, raw in enumerate(raw_cases, 1):
+        at = where.at(f"case entry #{number}")
+        entry = schema.table(at, raw, "", "a case entry (id, case, tolerance, files)")
+        keys = ("id", "case", "tolerance", "files") + (("tolerance_backward",) if version >= 2 else ())
+        schema.check_keys(at, entry, keys, ("id", "case", "tolerance", "files"))
         try:
-            case = Case.from_dict(raw["case"])
-            if case.id != raw["id"]:
-                raise CaseError(f"id {raw['id']} does not match its parameters ({case.id})")
-            cases[case.id] = CaseEntry(case, raw["tolerance"], raw["files"])
-        except (KeyError, TypeError, CaseError) as error:
+            case = Case.from_dict(schema.table(at, entry["case"], "case"))
+        except (TypeError, CaseError) as error:
             raise VectorsError(f"{path}: case entry #{number} is malformed: {error}") from None
+        if case.id != entry["id"]:
+            raise VectorsError(
+                f"{path}: case entry #{number} is malformed: id {entry['id']} does not match its parameters ({case.id})"
+            )
+        at = where.at(f"case {case.id}")
+        tolerance = schema.table(at, entry["tolerance"], "tolerance")
+        for precision, record in tolerance.items():
+            schema.table(at, record, f"tolerance.{precision}")
+        backward = None
+        if "tolerance_backward" in entry:
+            backward = schema.table(at, entry["tolerance_backward"], "tolerance_backward")
+            for precision, record in backward.items():
+                atol = schema.table(
+                    at,
+                    schema.table(at, record, f"tolerance_backward.{precision}").get("atol"),
+                    f"tolerance_backward.{precision}.atol",
+                    "a table of gradient name = atol",
+                )
+                for name, value in atol.items():
+                    schema.number(at, value, f"tolerance_backward.{precision}.atol.{name}")
+        specs = schema.table(at, entry["files"], "files")
+        for name, spec in specs.items():
+            _file_spec(at, spec, f"files.{name}")
+        cases[case.id] = CaseEntry(case, tolerance, specs, backward)
     return Manifest(root, data, cases)
 
 
 def _read_checked(root: Path, spec: dict[str, Any], case_id: str | None) -> bytes:
-    """A vector file's bytes after checking existence, length and sha256 against the manifest."""
+    """A vector file's bytes after checking where it is, its length and its sha256 against the manifest.
+
+    The length is checked before a byte is read (a declared size can't make us read /dev/zero until memory
+    runs out), and the file must resolve to a regular file inside the vectors directory (a symlink out is refused).
+    """
     path = root / spec["path"] if "path" in spec else root / INDEX
     about = f"case {case_id}" if case_id else "vectors index"
+    resolved = path.resolve()
+    if not resolved.is_relative_to(root.resolve()):
+        raise VectorsError(f"{path}: {about}: resolves to {resolved}, outside the vectors directory {root}")
     try:
-        blob = path.read_bytes()
+        info = path.stat()
     except FileNotFoundError:
         raise VectorsError(f"{path}: {about}: file is missing") from None
-    if len(blob) < spec["bytes"]:
-        raise VectorsError(f"{path}: {about}: truncated: {len(blob)} bytes, manifest says {spec['bytes']}")
-    if len(blob) > spec["bytes"]:
+    except OSError as error:
+        raise VectorsError(f"{path}: {about}: can't read it: {error.strerror or error}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise VectorsError(f"{path}: {about}: not a regular file")
+    size = info.st_size
+    if size < spec["bytes"]:
+        raise VectorsError(f"{path}: {about}: truncated: {size} bytes, manifest says {spec['bytes']}")
+    if size > spec["bytes"]:
+        raise VectorsError(f"{path}: {about}: {size} bytes, manifest says {spec['bytes']}")
+    with path.open("rb") as handle:
+        blob = handle.read(spec["bytes"] + 1)  # one more: a file that grew since stat is caught too
+    if len(blob) != spec["bytes"]:
         raise VectorsError(f"{path}: {about}: {len(blob)} bytes, manifest says {spec['bytes']}")
     digest = sha256(blob)
     if digest != spec["sha256"]:
@@ -389,15 +542,50 @@ def load_case(manifest: Manifest, case_id: str) -> tuple[Weights, Inputs, GruOut
     return weights, inputs, GruOutput(output=read("expected_output"), h_n=read("expected_h_n"))
 
 
+def gradient_names(case: Case) -> list[str]:
+    """The gradients a backward check compares, in order: x, h0 (with an initial state), every parameter."""
+    return ["x", *(["h0"] if case.initial_state else []), *param_names(case)]
+
+
+def load_gradients(manifest: Manifest, case_id: str) -> tuple[Cotangents, dict[str, np.ndarray]] | None:
+    """The backward check's cotangents and expected gradients, read from the vectors; None for vectors that hold
+    none (schema version 1)."""
+    entry = manifest.entry(case_id)
+    if not any(name in entry.files for name in COTANGENTS):
+        return None
+    wanted = [*COTANGENTS, *(EXPECTED_GRADIENT + name for name in gradient_names(entry.case))]
+    missing = [name for name in wanted if name not in entry.files]
+    if missing:
+        raise VectorsError(f"{manifest.path}: case {case_id}: manifest lists no file for {', '.join(missing)}")
+
+    def read(name: str) -> np.ndarray:
+        array = read_tensor(manifest, case_id, name)
+        array.setflags(write=False)
+        return array
+
+    cotangents = Cotangents(output=read("cotangent_output"), h_n=read("cotangent_h_n"))
+    return cotangents, {name: read(EXPECTED_GRADIENT + name) for name in gradient_names(entry.case)}
+
+
 class VectorsReference:
-    """The engine's `reference` callable backed by stored vectors; each case is read (and hashed) once."""
+    """The engine's `reference` callable backed by stored vectors; each case is read (and hashed) once.
+
+    `gradients` is the backward check's reference (`Reference.load_backward`): None for a case the
+    vectors hold no gradients for."""
 
     def __init__(self, root: Path) -> None:
         self.manifest = load_manifest(root)
         self._load = lru_cache(maxsize=64)(self._read)
+        self._gradients = lru_cache(maxsize=64)(self._read_gradients)
 
     def _read(self, case_id: str) -> tuple[Weights, Inputs, GruOutput]:
         return load_case(self.manifest, case_id)
 
+    def _read_gradients(self, case_id: str) -> tuple[Cotangents, dict[str, np.ndarray]] | None:
+        return load_gradients(self.manifest, case_id)
+
     def __call__(self, case: Case) -> tuple[Weights, Inputs, GruOutput]:
         return self._load(case.id)
+
+    def gradients(self, case: Case) -> tuple[Cotangents, dict[str, np.ndarray]] | None:
+        return self._gradients(case.id)

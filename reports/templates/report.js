@@ -6,7 +6,9 @@
   const dimIndex = {};
   D.dims.forEach(function (d, i) { dimIndex[d] = i; });
   const PAGE = 200;
-  const state = { col: "", verdict: "", dims: {}, text: "", cell: null, limit: PAGE };
+  const state = { col: "", verdict: "", quantity: "", dims: {}, text: "", cell: null, limit: PAGE };
+  // A row: [column, case, verdict, headroom, max |error|, detail, quantity]; quantity indexes D.quantities.
+  function quantityOf(r) { return D.quantities[r[6] || 0]; }
 
   function el(tag, props) {
     const node = document.createElement(tag);
@@ -50,7 +52,9 @@
   function rowMatches(r) {
     if (state.col !== "" && r[0] !== Number(state.col)) return false;
     if (state.verdict !== "" && D.verdicts[r[2]] !== state.verdict) return false;
-    if (state.cell && (r[0] !== state.cell.col || !featureMatches(featureByKey[state.cell.feature], r[1]))) return false;
+    if (state.quantity !== "" && quantityOf(r) !== state.quantity) return false;
+    if (state.cell && (r[0] !== state.cell.col || quantityOf(r) !== state.cell.quantity ||
+        !featureMatches(featureByKey[state.cell.feature], r[1]))) return false;
     for (const dim in state.dims) {
       if (state.dims[dim] !== "" && D.cases[r[1]][1][dimIndex[dim]] !== Number(state.dims[dim])) return false;
     }
@@ -71,6 +75,11 @@
   const present = {};
   D.rows.forEach(function (r) { present[D.verdicts[r[2]]] = true; });
   filters.appendChild(select("verdict", "verdict", D.verdicts.filter(function (v) { return present[v]; }).map(function (v) { return [v, v]; }), function (v) { state.verdict = v; }));
+  const quantities = {};
+  D.rows.forEach(function (r) { quantities[quantityOf(r)] = true; });
+  if (Object.keys(quantities).length > 1) {
+    filters.appendChild(select("quantity", "quantity", D.quantities.filter(function (q) { return quantities[q]; }).map(function (q) { return [q, q]; }), function (v) { state.quantity = v; }));
+  }
   D.dims.forEach(function (dim) {
     if (D.values[dim].length < 2) return;
     filters.appendChild(select(dim, dim, D.values[dim].map(function (v, i) { return [i, String(v)]; }), function (v) { state.dims[dim] = v; }));
@@ -82,7 +91,7 @@
   filters.appendChild(cellChip);
   const reset = el("button", { type: "button", id: "filter-reset", text: "clear filters" });
   reset.addEventListener("click", function () {
-    state.col = ""; state.verdict = ""; state.dims = {}; state.text = ""; state.cell = null; state.limit = PAGE;
+    state.col = ""; state.verdict = ""; state.quantity = ""; state.dims = {}; state.text = ""; state.cell = null; state.limit = PAGE;
     filters.querySelectorAll("select").forEach(function (s) { s.value = ""; });
     text.value = "";
     draw();
@@ -135,8 +144,11 @@
     if (s.reason) box.appendChild(el("pre", { cls: "reason", text: s.reason }));
     if (checks.length) box.appendChild(checksTable(checks));
     if (s.tolerance && s.tolerance.atol !== undefined) {
-      const parts = Object.keys(s.tolerance).map(function (k) { return k + " " + fmt(s.tolerance[k]); });
-      box.appendChild(el("div", { cls: "muted", text: "tolerance: " + parts.join(", ") }));
+      // A gradient check's tolerance is per tensor (each check's row has its own); the scalars are shown here.
+      const keys = Object.keys(s.tolerance).filter(function (k) { return s.tolerance[k] === null || typeof s.tolerance[k] !== "object"; });
+      const parts = keys.map(function (k) { return k + " " + fmt(s.tolerance[k]); });
+      const perTensor = typeof s.tolerance.atol === "object" ? "atol per tensor (see each check), " : "";
+      box.appendChild(el("div", { cls: "muted", text: "tolerance: " + perTensor + parts.join(", ") }));
     }
     if (rerun) {
       const code = el("code", { cls: "rerun-command", text: rerun });
@@ -145,10 +157,10 @@
     return box;
   }
   function detailCell(r) {
-    const td = el("td", { colspan: "5" });
+    const td = el("td", { colspan: "6" });
     const seen = D.details[r[5]];
     seen.forEach(function (s) {
-      const rerun = s.rerun === 1 ? D.columns[r[0]].rerun + D.cases[r[1]][0] : s.rerun;
+      const rerun = s.rerun === 1 ? D.columns[r[0]].rerun[quantityOf(r)] + D.cases[r[1]][0] : s.rerun;
       td.appendChild(occurrenceBox(s, seen.length > 1, rerun));
     });
     return td;
@@ -167,8 +179,8 @@
   function caseRow(ri) {
     const r = D.rows[ri];
     const verdict = D.verdicts[r[2]];
-    const tr = el("tr", { "data-row": String(ri), "data-verdict": verdict },
-      el("td", { text: D.columns[r[0]].key }), el("td", { cls: "mono", text: D.cases[r[1]][0] }),
+    const tr = el("tr", { "data-row": String(ri), "data-verdict": verdict, "data-quantity": quantityOf(r) },
+      el("td", { text: D.columns[r[0]].key }), el("td", { cls: "mono", text: D.cases[r[1]][0] }), el("td", { text: quantityOf(r) }),
       el("td", null, el("span", { cls: "chip v-" + verdict, text: verdict })), el("td", { text: fmt(r[3]) }), el("td", { text: fmt(r[4]) }));
     if (r[5] >= 0) {
       tr.classList.add("expandable");
@@ -193,22 +205,24 @@
     more.hidden = matching.length <= state.limit;
     if (state.cell) {
       cellChip.hidden = false;
-      cellChip.textContent = "cell: " + D.columns[state.cell.col].key + " × " + featureByKey[state.cell.feature].label;
+      cellChip.textContent = "cell: " + columnLabel(state.cell.col, state.cell.quantity) + " × " + featureByKey[state.cell.feature].label;
     } else cellChip.hidden = true;
   }
 
   // ---- matrix cell panel ---------------------------------------------------
   const panel = document.getElementById("cell-panel");
+  function columnLabel(col, quantity) { return D.columns[col].key + (quantity === "forward" ? "" : " (" + quantity + ")"); }
   function showCell(td) {
     document.querySelectorAll("td.cell.selected").forEach(function (c) { c.classList.remove("selected"); });
     td.classList.add("selected");
     const col = Number(td.dataset.col), feature = featureByKey[td.dataset.feature];
-    const rows = order.filter(function (i) { const r = D.rows[i]; return r[0] === col && featureMatches(feature, r[1]); });
+    const quantity = td.dataset.quantity || "forward";
+    const rows = order.filter(function (i) { const r = D.rows[i]; return r[0] === col && quantityOf(r) === quantity && featureMatches(feature, r[1]); });
     const close = el("button", { type: "button", cls: "close", text: "close" });
     close.addEventListener("click", function () { panel.hidden = true; td.classList.remove("selected"); });
     const inTable = el("button", { type: "button", id: "cell-to-table", text: "filter the case table to this cell" });
     inTable.addEventListener("click", function () {
-      state.cell = { col: col, feature: feature.key }; state.limit = PAGE; draw();
+      state.cell = { col: col, feature: feature.key, quantity: quantity }; state.limit = PAGE; draw();
       document.getElementById("cases").scrollIntoView();
     });
     const list = el("table", { id: "cell-cases" });
@@ -220,7 +234,10 @@
       link.addEventListener("click", function (e) {
         e.preventDefault();
         state.cell = null; state.col = String(r[0]); state.text = D.cases[r[1]][0].toLowerCase(); state.limit = PAGE;
+        state.quantity = quantity;
         document.getElementById("filter-backend").value = state.col;
+        const quantitySelect = document.getElementById("filter-quantity");
+        if (quantitySelect) quantitySelect.value = quantity;
         text.value = D.cases[r[1]][0];
         draw();
         const tr = tbody.querySelector('tr[data-row="' + i + '"]');
@@ -230,15 +247,28 @@
       list.appendChild(el("tr", { "data-verdict": verdict }, el("td", null, el("span", { cls: "chip v-" + verdict, text: verdict })),
         el("td", null, link), el("td", { text: "headroom " + fmt(r[3]) }), el("td", { cls: "muted", text: first })));
     });
-    panel.replaceChildren.apply(panel, [close, el("b", { text: D.columns[col].key + " × " + feature.label + ": " + rows.length + " case" + (rows.length === 1 ? "" : "s") }), " ", inTable,
+    panel.replaceChildren.apply(panel, [close, el("b", { text: columnLabel(col, quantity) + " × " + feature.label + ": " + rows.length + " case" + (rows.length === 1 ? "" : "s") }), " ", inTable,
       rows.length ? list : el("p", { cls: "muted", text: "no case of this column has this feature" }),
       rows.length > 100 ? el("p", { cls: "muted", text: "first 100 shown; the case table lists all" }) : null].filter(Boolean));
     panel.hidden = false;
   }
-  document.querySelectorAll("#matrix td.cell").forEach(function (td) {
+  document.querySelectorAll("table.matrix td.cell").forEach(function (td) {
     td.addEventListener("click", function () { showCell(td); });
     td.addEventListener("keydown", function (e) { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); showCell(td); } });
   });
+
+  // ---- quantity switch: one matrix at a time (without the script both show) -----------------------------
+  const switcher = document.getElementById("quantity-switch");
+  function showQuantity(quantity) {
+    switcher.querySelectorAll("button").forEach(function (b) { b.setAttribute("aria-pressed", String(b.dataset.quantity === quantity)); });
+    document.querySelectorAll(".matrix-wrap").forEach(function (wrap) { wrap.hidden = wrap.dataset.quantity !== quantity; });
+    panel.hidden = true;
+    document.querySelectorAll("td.cell.selected").forEach(function (c) { c.classList.remove("selected"); });
+  }
+  if (switcher) {
+    switcher.querySelectorAll("button").forEach(function (b) { b.addEventListener("click", function () { showQuantity(b.dataset.quantity); }); });
+    showQuantity(switcher.querySelector('button[aria-pressed="true"]').dataset.quantity);
+  }
 
   draw();
 })();

@@ -1,0 +1,137 @@
+"""Keras on TensorFlow and on PyTorch, and TFLite: each in its worker process, with the verdicts they earn.
+
+The e2e tests need the `[tensorflow]` extra (and torch); they skip, saying so, where it isn't
+installed. What they pin down: the masked-output convention of a unidirectional Keras GRU (and
+its absence in `Bidirectional`), keras-torch's float64 matmuls under a mask (registered,
+keras#23704) against keras-tensorflow's float64, TFLite's numbers where the converter and the
+interpreter accept the model (the bias is not added twice: tensorflow#54507 doesn't reproduce),
+and their refusals quoted where they don't.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from backends.tflite import converter_message
+from conformance.case import Case
+from conformance.engine import check
+from conformance.out_of_process import close_all, in_worker
+from conformance.verdict import Verdict
+
+needs_tensorflow = pytest.mark.skipif(
+    importlib.util.find_spec("tensorflow") is None or importlib.util.find_spec("ai_edge_litert") is None,
+    reason="needs the [tensorflow] extra: pip install -e '.[tensorflow]' -c constraints.txt",
+)
+
+UNI_SORTED = "I5H6-L1-uni-tm-bias-noh0-B3T5-sorted-float32-xsame-s0"
+BI_SORTED = "I5H6-L1-bi-tm-bias-h0-B3T5-sorted-float32-xsame-s0"
+F64_SORTED = "I5H6-L2-bi-bf-bias-h0-B3T5-sorted-float64-xsame-s0"
+F64_DENSE = "I5H6-L2-uni-tm-bias-h0-B3T5-dense-float64-xsame-s0"
+F32_OTHER_SHAPE = "I5H6-L1-uni-bf-bias-noh0-B3T5-dense-float32-xother-s0"
+
+EXPECTED = {
+    # Keras's default zero_output_for_mask=False: a unidirectional GRU repeats its last valid output at
+    # padded steps (convention); Bidirectional gives zeros there (pass). TFLite runs the same layers.
+    UNI_SORTED: {
+        "keras-tensorflow[cpu]": "convention",
+        "keras-torch[cpu]": "convention",
+        "tflite/builtins[cpu]": "convention",
+    },
+    BI_SORTED: {"keras-tensorflow[cpu]": "pass", "keras-torch[cpu]": "pass", "tflite/builtins[cpu]": "pass"},
+    F64_SORTED: {
+        "keras-tensorflow[cpu]": "pass",
+        "keras-torch[cpu]": "known_divergence",
+        "tflite/builtins[cpu]": "unsupported",
+    },
+    F64_DENSE: {"keras-tensorflow[cpu]": "pass", "keras-torch[cpu]": "pass", "tflite/builtins[cpu]": "unsupported"},
+    F32_OTHER_SHAPE: {"tflite/builtins[cpu]": "unsupported"},
+}
+
+
+def test_the_converter_is_quoted_by_its_own_sentence_not_an_mlir_location() -> None:
+    lowering = (
+        "<unknown>:0: error: loc(callsite(fused[...])): 'tf.TensorListReserve' op requires element_shape\n"
+        "<unknown>:0: note: loc(fused[...]): called from\n"
+        "<unknown>:0: error: Lowering tensor list ops is failed. Please consider using Select TF ops"
+    )
+    assert (
+        converter_message(ValueError(lowering))
+        == "ValueError: Lowering tensor list ops is failed. Please consider using Select TF ops"
+    )
+    unsupported = (
+        "<stdin>:8:1: error: 'tf.Mul' op is neither a custom op nor a flex op\n"
+        "<unknown>:0: error: failed while converting: 'main': \n"
+        "Some ops are not supported by the native TFLite runtime, you can enable TF kernels fallback using TF Select.\n"
+        '\ttf.MatMul(tensor<3x5xf64>, tensor<5x18xf64>) -> (tensor<3x18xf64>) : {device = ""}\n'
+    )
+    assert converter_message(ValueError(unsupported)) == (
+        "ValueError: Some ops are not supported by the native TFLite runtime, you can enable TF kernels fallback "
+        "using TF Select. (first listed: tf.MatMul(tensor<3x5xf64>, tensor<5x18xf64>) -> (tensor<3x18xf64>))"
+    )
+    assert converter_message(ValueError("plain words\nmore")) == "ValueError: plain words"
+
+
+@pytest.mark.e2e
+@needs_tensorflow
+def test_keras_on_tensorflow_runs_in_its_worker_and_keras_on_jax_stays_here() -> None:
+    """The point of the worker: TensorFlow never enters the suite's process, so Keras on JAX still runs in it."""
+    from backends.keras_jax import KerasJaxGru
+    from backends.keras_native import tensorflow_backends
+
+    case = Case.from_id(BI_SORTED)
+    try:
+        assert check(in_worker(next(tensorflow_backends())), case).verdict == Verdict.PASS
+        assert "tensorflow" not in sys.modules
+        if importlib.util.find_spec("jax") is not None:
+            assert check(KerasJaxGru(), case).verdict == Verdict.PASS
+    finally:
+        close_all()
+
+
+@pytest.mark.e2e
+@needs_tensorflow
+def test_the_new_stacks_are_unsupported_for_backward_with_the_reason() -> None:
+    """This round they don't differentiate (no `run_backward`, and the worker protocol carries no
+    cotangents): the gradient check must say unsupported and why, never pass, fail or crash."""
+    from backward_check import check_backward
+
+    from backends import tflite
+    from backends.keras_native import tensorflow_backends, torch_backends
+
+    case = Case.from_id(BI_SORTED)
+    try:
+        for local in [*tensorflow_backends(), *torch_backends(), *tflite.backends()]:
+            result = check_backward(in_worker(local), case)
+            assert result.verdict == Verdict.UNSUPPORTED, (local.name, result.verdict, result.reason)
+            assert "does not differentiate" in result.reason, (local.name, result.reason)
+    finally:
+        close_all()
+
+
+@pytest.mark.e2e
+@needs_tensorflow
+def test_the_new_stacks_earn_their_verdicts_with_their_reasons(suite, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    run = suite("--backends", "keras-tensorflow,keras-torch,tflite", *[a for c in EXPECTED for a in ("--case", c)])
+    assert run.returncode in (0, 1), run.stdout[-3000:] + run.stderr[-3000:]
+    records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    got = {(r["rerun"].split("--case ")[1].split()[0], r["backend"]): r for r in records if r["kind"] == "result"}
+    for case, verdicts in EXPECTED.items():
+        for backend, verdict in verdicts.items():
+            assert got[case, backend]["verdict"] == verdict, (case, backend, got[case, backend]["reason"])
+    assert got[F64_SORTED, "keras-torch[cpu]"]["divergence"] == "keras-torch-float64-masked-matmul-in-float32"
+    assert (
+        "Some ops are not supported by the native TFLite runtime" in got[F64_SORTED, "tflite/builtins[cpu]"]["reason"]
+    )
+    assert "Lowering tensor list ops is failed" in got[F32_OTHER_SHAPE, "tflite/builtins[cpu]"]["reason"]
+    assert all(  # no Flex delegate in LiteRT's or TensorFlow's Python interpreter
+        "Flex delegate" in got[case, "tflite/tf-ops[cpu]"]["reason"] for case in EXPECTED
+    ), [got[case, "tflite/tf-ops[cpu]"]["reason"] for case in EXPECTED]
+    notes = {r["backend"]: r["notes"] for r in records if r["kind"] == "backend"}
+    assert notes["keras-torch[cpu]"]["worker_process"]["env"]["KERAS_BACKEND"] == "torch"
+    assert "SELECT_TF_OPS" in notes["tflite/tf-ops[cpu]"]["converter"]
+    assert notes["keras-tensorflow[cpu]"]["keras_backend"] == "tensorflow"
