@@ -89,12 +89,18 @@ def assign_groups(groups: dict[str, set[str]], count: int) -> dict[str, int]:
     return owner
 
 
+def owners(cases: Iterable[Case], count: int) -> dict[str, int]:
+    """case id -> shard number (1..count), build groups kept whole: what every sharded list of cases (or of
+    tests, by their case) should be cut with, so that no two shards build the same export or program."""
+    groups: dict[str, set[str]] = {}
+    for case in cases:
+        groups.setdefault(build_group(case), set()).add(case.id)
+    return assign_groups(groups, count)
+
+
 def select(cases: list[Case], shard: Shard | None) -> list[Case]:
     """The cases of one shard, in the tier's own order (None = every case)."""
     if shard is None or shard.count == 1:
         return list(cases)
-    groups: dict[str, set[str]] = {}
-    for case in cases:
-        groups.setdefault(build_group(case), set()).add(case.id)
-    owner = assign_groups(groups, shard.count)
+    owner = owners(cases, shard.count)
     return [case for case in cases if owner[case.id] == shard.index]
