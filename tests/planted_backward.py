@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from backends.torch_eager import to_numpy, to_torch
+from backends.torch_eager import refusals, to_numpy, to_torch
 from conformance.case import Case
 from conformance.contract import BaseBackend
 from conformance.data import Cotangents, GradientTensors, GruOutput, Inputs, Weights
@@ -75,7 +75,7 @@ class AutogradGru(BaseBackend):
 
         module = self.module(case, self.library_weights(weights.tensors))
         h0 = None if inputs.h0 is None else to_torch(torch, inputs.h0, case.dtype, "cpu")
-        with torch.no_grad():
+        with refusals(), torch.no_grad():  # as the torch adapter: a length of 0 is torch's refusal
             output, h_n = self.forward(case, module, to_torch(torch, inputs.x, case.dtype, "cpu"), h0, inputs.lengths)
         return GruOutput(to_numpy(output, case.dtype), to_numpy(h_n, case.dtype))
 
@@ -85,7 +85,8 @@ class AutogradGru(BaseBackend):
         module = self.module(case, self.library_weights(weights.tensors))
         x = to_torch(torch, inputs.x, case.dtype, "cpu").requires_grad_()
         h0 = None if inputs.h0 is None else to_torch(torch, inputs.h0, case.dtype, "cpu").requires_grad_()
-        output, h_n = self.forward(case, module, x, h0, inputs.lengths)
+        with refusals():
+            output, h_n = self.forward(case, module, x, h0, inputs.lengths)
         g_out = to_torch(torch, cotangents.output, case.dtype, "cpu")
         g_h = to_torch(torch, cotangents.h_n, case.dtype, "cpu")
         ((output * g_out).sum() + (h_n * g_h).sum()).backward()

@@ -138,7 +138,7 @@ def test_corrupting_backends_in_a_real_run(suite, tmp_path: Path) -> None:
     assert run.returncode == 1 and clean(run)
     verdicts = {(r["backend"], r["case_id"]): r["verdict"] for r in results_of(tmp_path / "results.jsonl")}
     honest = [v for (backend, _), v in verdicts.items() if backend == "honest[cpu]"]
-    assert honest == ["pass"] * 10
+    assert honest == ["pass"] * (len(matrix.cases("smoke")) + len(matrix.zero_length()))
 
 
 # --- 3. a broken adapter leaves exactly one record, with the contract it broke ------------------
@@ -198,7 +198,8 @@ def test_every_backend_and_case_leaves_exactly_one_record_whatever_the_adapter_d
     records = list(read_records(tmp_path / "results.jsonl"))
     names = [b.name for b in contract_breakers()]
     pairs = [(r["backend"], r["case_id"]) for r in records if r["kind"] == RESULT]
-    assert sorted(pairs) == sorted((n, c.id) for n in names for c in matrix.cases("smoke"))
+    tier = matrix.cases("smoke") + matrix.zero_length()  # every tier adds the declared zero-length cases
+    assert sorted(pairs) == sorted((n, c.id) for n in names for c in tier)
     backend_records = {r["backend"]: r for r in records if r["kind"] == "backend"}
     assert sorted(backend_records) == sorted(names)
     assert backend_records["hostile-raises-describe-RuntimeError[cpu]"]["notes"] == {
@@ -568,8 +569,9 @@ def test_a_hung_backend_does_not_stall_a_real_run(suite, tmp_path: Path) -> None
     assert records[0]["options"]["case_timeout_s"] == 1.0
     results = [r for r in records if r["kind"] == RESULT]
     hung = [r for r in results if r["backend"] == "hostile-hangs[cpu]"]
-    assert len(hung) == 10 and {r["verdict"] for r in hung} == {"error"}
-    assert sum("exceeded the per-case time limit of 1 s" in r["reason"] for r in hung) == 10
+    smoke = len(matrix.cases("smoke")) + len(matrix.zero_length())  # the tier and the declared zero-length cases
+    assert len(hung) == smoke and {r["verdict"] for r in hung} == {"error"}
+    assert sum("exceeded the per-case time limit of 1 s" in r["reason"] for r in hung) == smoke
     assert all("--case-timeout 1" in r["rerun"] for r in hung)
     assert {r["verdict"] for r in results if r["backend"] == "honest[cpu]"} == {"pass"}
 

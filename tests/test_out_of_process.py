@@ -23,7 +23,7 @@ from conformance.case import Case
 from conformance.contract import WorkerFailure
 from conformance.data import case_data, fresh
 from conformance.engine import check
-from conformance.matrix import cases
+from conformance.matrix import cases, zero_length
 from conformance.out_of_process import WorkerBackend, close_all, in_worker, process, wire
 from conformance.time_limit import TimeLimit
 from conformance.verdict import Verdict
@@ -238,7 +238,8 @@ def test_the_suite_completes_past_planted_crashes_and_hangs(suite, tmp_path: Pat
     assert run.returncode == 1, run.stdout[-3000:] + run.stderr[-3000:]  # failures, not a crash of the run
     records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     results = [r for r in records if r["kind"] == "result"]
-    assert records[-1]["kind"] == "end" and len(results) == 2 * len(SMOKE)
+    tier = len(SMOKE) + len(zero_length())  # every tier adds the declared zero-length cases
+    assert records[-1]["kind"] == "end" and len(results) == 2 * tier
     for r in results:
         bidirectional = "-bi-" in r["rerun"]
         assert r["verdict"] == ("error" if bidirectional else "pass"), r
