@@ -34,6 +34,7 @@ from conformance.case import Case
 class EquinoxGru(JaxBackend):
     family: str = "equinox"
     modules: tuple[str, ...] = ("jax", "equinox")
+    library: tuple[str, ...] = ("equinox",)
 
     def converter(self) -> ModuleType:
         return conv

@@ -30,6 +30,7 @@ from conformance.case import Case
 class FlaxLinenGru(JaxBackend):
     family: str = "flax-linen"
     modules: tuple[str, ...] = ("jax", "flax.linen")
+    library: tuple[str, ...] = ("flax",)
 
     def converter(self) -> ModuleType:
         return conv

@@ -31,6 +31,7 @@ from conformance.case import Case
 class FlaxNnxGru(JaxBackend):
     family: str = "flax-nnx"
     modules: tuple[str, ...] = ("jax", "flax.nnx")
+    library: tuple[str, ...] = ("flax",)
 
     def converter(self) -> ModuleType:
         return conv

@@ -34,6 +34,7 @@ NO_LENGTHS = "haiku has no sequence lengths: hk.dynamic_unroll(core, input_seque
 class HaikuGru(JaxBackend):
     family: str = "haiku"
     modules: tuple[str, ...] = ("jax", "haiku")
+    library: tuple[str, ...] = ("dm-haiku",)
     form: Form = RESET_BEFORE_MATMUL  # hk.GRU's only form
 
     def converter(self) -> ModuleType:

@@ -5,10 +5,11 @@ a missing jax only makes the JAX backends unavailable (with the reason), never t
 
 Compilation policy, the same for every JAX backend:
 
-* Each adapter jits one program per *structure* (the fields of `Case.structure`): weights,
-  inputs, h0 and lengths are arguments, so jax's own cache keys it on shapes and dtypes
-  and a new seed or new lengths never recompile. Distinct signatures = distinct
-  (structure, batch, seq_len) per device.
+* Each adapter traces one program per *signature*, (`Case.structure`, batch, seq_len):
+  weights, inputs, h0 and lengths are arguments, so a new seed or new lengths never
+  recompile. The traced program is serialized with `jax.export` (`backends.jax_programs`),
+  so a later process loads it instead of re-running the library's Python to trace it
+  again; `traced(case)` is the program as traced, which tests compare bit for bit.
 * JAX's persistent compilation cache is on, in `<repo>/.cache/jax` (or
   `$GRU_CONFORMANCE_CACHE/jax`), with no minimum compile time or entry size, so a second
   run of a tier compiles nothing. It must be configured before the first compile of the
@@ -18,8 +19,8 @@ Compilation policy, the same for every JAX backend:
   traced and called inside the scope, so its inputs keep their float64 dtype.
 
 Gradients (`run_backward`, the optional `Differentiable` part of the contract) are what a
-user training with the library gets: `jax.vjp` of the very jitted program `run` calls, with
-the vjp itself jitted once per structure (named `..._backward`, so compile counting and the
+user training with the library gets: `jax.vjp` of the library's jitted program (`traced`, the
+function `run`'s stored program was exported from), with the vjp itself jitted once per structure (named `..._backward`, so compile counting and the
 persistent cache see it as one more program of ours). Parameter gradients come back in the
 library's own tree and go to the state_dict layout through the converter's adjoint.
 """
@@ -28,9 +29,12 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import inspect
 import os
 import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -38,14 +42,17 @@ from typing import Any
 
 import numpy as np
 
+from backends.jax_programs import ProgramSignature, ProgramStore, StoredProgram, source_digest, versions
+from conformance import progress
+from conformance.cache import IN_MEMORY, Lru, cache_root
 from conformance.case import Case
-from conformance.contract import Availability, BaseBackend, first_line
-from conformance.data import Cotangents, GradientTensors, GruOutput, Inputs, Weights
+from conformance.contract import Availability, BaseBackend, Build, first_line
+from conformance.data import Cotangents, GradientTensors, GruOutput, Inputs, Weights, case_data
 from conformance.dtypes import fmt
+from conformance.estimate import units
 
 INSTALL_HINT = "pip install -e '.[jax]' -c constraints.txt"
 REPO_ROOT = Path(__file__).resolve().parent.parent
-CACHE_ENV = "GRU_CONFORMANCE_CACHE"
 PROGRAM_PREFIX = "gru_conformance_"  # every jitted program we own is named with this prefix
 
 _configured = False
@@ -54,8 +61,7 @@ _lock = threading.Lock()
 
 def cache_dir() -> Path:
     """Where the persistent XLA cache lives: `$GRU_CONFORMANCE_CACHE/jax`, else `<repo>/.cache/jax`."""
-    root = os.environ.get(CACHE_ENV)
-    return (Path(root) if root else REPO_ROOT / ".cache") / "jax"
+    return cache_root() / "jax"
 
 
 def configure_jax() -> None:
@@ -211,10 +217,15 @@ def precision_notes(mode: str = "strict") -> dict[str, Any]:
 
 @dataclass
 class JaxBackend(BaseBackend):
-    """Availability, device placement and the per-structure jit cache shared by the JAX adapters."""
+    """Availability, device placement and the per-signature program cache shared by the JAX adapters."""
 
     modules: tuple[str, ...] = ("jax",)
-    _programs: dict[tuple[Any, ...], Any] = field(default_factory=dict, repr=False)
+    library: tuple[str, ...] = ()  # the packages a program depends on besides jax (versions go in its key)
+    program_modules: tuple[str, ...] = ()  # our modules a program depends on besides the adapter and converter
+    programs_root: Path | None = None  # default `<cache>/jax/programs`
+    _programs: Lru[tuple[Any, ...], Any] = field(default_factory=lambda: Lru(IN_MEMORY), repr=False)
+    _sources: str = field(default="", repr=False)
+    _versions: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
     def availability(self) -> Availability:
         for module in self.modules:
@@ -226,23 +237,172 @@ class JaxBackend(BaseBackend):
             return Availability(False, "jax sees no GPU")
         return Availability.ok()
 
-    def program(self, case: Case) -> Any:
-        """The jitted program of this case's structure, built once and reused across cases."""
-        key = case.structure
-        if key not in self._programs:
-            configure_jax()
-            self._programs[key] = self.build_program(case)
-        return self._programs[key]
+    @property
+    def store(self) -> ProgramStore:
+        return ProgramStore(self.programs_root or cache_dir() / "programs")
+
+    def signature(self, case: Case) -> ProgramSignature:
+        """What this case's program depends on: its key names the stored program."""
+        if not self._sources:
+            files = {Path(__file__), Path(inspect.getfile(type(self))), Path(inspect.getfile(self.converter()))}
+            files.add(Path(inspect.getfile(self.converter())).with_name("__init__.py"))
+            files |= {Path(inspect.getfile(importlib.import_module(name))) for name in self.program_modules}
+            self._sources = source_digest(tuple(files))
+            self._versions = tuple(sorted(versions(self.library).items()))
+        return ProgramSignature(
+            family=self.family,
+            platform="cpu" if self.device == "cpu" else "cuda",
+            precision=self.precision,
+            structure=case.structure,
+            batch=case.batch,
+            seq_len=case.seq_len,
+            versions=self._versions,
+            sources=self._sources,
+        )
+
+    def traced(self, case: Case) -> Any:
+        """The program as the library traces it (jitted), what the stored program must equal bit for bit."""
+        configure_jax()
+        return self.build_program(case)
+
+    def program(self, case: Case, params: Any, x: Any, h0: Any, lengths: Any) -> Any:
+        """The compiled program of this case's signature, `(params, x, h0, lengths) -> (output, h_n)`.
+
+        From memory, else the stored serialized program (deserialized and compiled, which hits
+        XLA's persistent cache), else traced, exported and stored. Called inside the case's
+        `x64_scope` with the arguments already on the device.
+        """
+        import jax
+
+        key = (case.structure, case.batch, case.seq_len)
+        treedef = jax.tree_util.tree_structure(params)
+        loaded = self._programs.get(key) or self._load(case)
+        if loaded is not None and loaded[1] == str(treedef):
+            return loaded[0]
+        started = time.perf_counter()  # not stored, or stored for another parameter tree: trace it
+        leaves = jax.tree_util.tree_leaves(params)
+        stored = self._export(case, treedef, (leaves, x, h0, lengths))
+        compiled = self._compile(case, stored)
+        stored.build_s = time.perf_counter() - started  # traced to compiled: the plan's estimate of a build
+        self.store.save(self.signature(case), stored, units(case))
+        return compiled
+
+    def _load(self, case: Case) -> tuple[Any, str] | None:
+        """The stored program compiled, with the parameter tree it takes; None when none is stored."""
+        stored = self.store.load(self.signature(case))
+        if stored is None:
+            return None
+        self._compile(case, stored)
+        return self._programs[(case.structure, case.batch, case.seq_len)]
+
+    def _compile(self, case: Case, stored: StoredProgram) -> Any:
+        """Deserialize and compile a stored program for its own argument shapes; remember it."""
+        import jax
+
+        configure_jax()
+        exported = jax.export.deserialize(bytearray(stored.serialized))
+        specs = [jax.ShapeDtypeStruct(aval.shape, aval.dtype) for aval in exported.in_avals]
+        args, _ = jax.tree_util.tree_unflatten(exported.in_tree, specs)
+
+        def call(leaves: Any, x: Any, h0: Any, lengths: Any) -> Any:
+            return exported.call(leaves, x, h0, lengths)
+
+        compiled = self.jit(call).lower(*args).compile()
+
+        def program(params: Any, x: Any, h0: Any, lengths: Any) -> Any:
+            return compiled(jax.tree_util.tree_leaves(params), x, h0, lengths)
+
+        self._programs[(case.structure, case.batch, case.seq_len)] = (program, stored.params_tree)
+        return program
+
+    def _export(self, case: Case, treedef: Any, args: tuple[Any, ...]) -> StoredProgram:
+        """Trace the library's program and serialize it with `jax.export` (saved once compiled)."""
+        import jax
+
+        traced = self.traced(case)
+
+        def flat(leaves: Any, x: Any, h0: Any, lengths: Any) -> Any:
+            return traced(jax.tree_util.tree_unflatten(treedef, leaves), x, h0, lengths)
+
+        specs = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), args)
+        platform = "cpu" if self.device == "cpu" else "cuda"
+        exported = jax.export.export(jax.jit(flat), platforms=[platform])(*specs)
+        return StoredProgram(bytes(exported.serialize()), str(treedef), build_s=0.0)
+
+    def prepare(self, cases: list[Case]) -> None:
+        """Load or build every program these cases need before the first run, showing progress."""
+        todo: dict[tuple[Any, ...], Case] = {}
+        for case in cases:
+            key = (case.structure, case.batch, case.seq_len)
+            if key not in self._programs and key not in todo and self.supports(case) is None:
+                todo[key] = case
+        if not todo:
+            return
+        store = self.store
+        on_disk = {k for k, c in todo.items() if store.has(self.signature(c))}
+        stored = [c for k, c in todo.items() if k in on_disk]
+        fresh = [c for k, c in todo.items() if k not in on_disk]
+        if len(todo) > IN_MEMORY:  # more than memory holds (a full-tier shard): stored ones load as their cases run
+            todo, stored = {k: c for k, c in todo.items() if k not in on_disk}, []
+        note = f"{len(fresh)} to trace, {len(todo) - len(fresh)} from the cache"
+        with progress.task(f"compile ({self.name})", len(todo), note) as task:
+
+            def build(case: Case, stored: bool) -> None:
+                # A library refusing to trace is not the run's problem: the case's own run meets it and records it.
+                try:
+                    with x64_scope(case.dtype, self.precision):
+                        if stored:
+                            self._load(case)
+                        else:
+                            self.program(case, *self.arguments(case, *case_data(case)))
+                except Exception:
+                    task.step(case.id, ok=False)
+                else:
+                    task.step(case.id)
+
+            # Stored programs compile in a few threads (XLA's compile leaves the GIL); tracing runs the
+            # library's Python, so fresh programs are traced one at a time.
+            with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
+                list(pool.map(lambda case: build(case, True), stored))
+            for case in fresh:
+                build(case, False)
+
+    def plan(self, cases: list[Case]) -> list[Build]:
+        """One compiled program per signature; cached when its serialized program is stored."""
+        store, builds = self.store, {}
+        for case in cases:
+            sig = self.signature(case)
+            key = sig.key()
+            if key not in builds:
+                builds[key] = Build(f"compile ({self.name})", key, store.has(sig), units(case))
+        return list(builds.values())
+
+    def recorded(self) -> list[Build]:
+        return [
+            Build(f"compile ({self.name})", key, True, amount, seconds)
+            for key, amount, seconds in self.store.recorded(self.family)
+        ]
+
+    def arguments(self, case: Case, weights: Weights, inputs: Inputs) -> tuple[Any, Any, Any, Any]:
+        """Converted parameters and the case's arrays, on this backend's device."""
+        params = self.put(self.convert(weights.tensors))
+        x = self.put(host_array(inputs.x, case.dtype))
+        h0 = self.put(host_array(inputs.h0, case.dtype))
+        lengths = self.put(host_lengths(inputs.lengths))
+        return params, x, h0, lengths
 
     def backward_program(self, case: Case) -> Any:
-        """jit of (params, x, h0, seq_lengths, g_output, g_h_n) -> vjp of `program(case)`, built once per structure.
+        """jit of (params, x, h0, seq_lengths, g_output, g_h_n) -> vjp of `traced(case)`, built once per structure.
 
+        The vjp is of the library's traced program, the function the stored forward program was
+        exported from: a `jax.export` program is differentiable only when serialized with its vjp
+        (`vjp_order`), which would double the cost of every export for forward-only runs.
         Returns (d params, d x) or (d params, d x, d h0) when h0 is an input. The cotangents are cast
         to the outputs' dtypes (jax.vjp requires it; the forward check already reports a dtype change).
         """
         key = ("backward", *case.structure)
         if key not in self._programs:
-            forward = self.program(case)
+            forward = self.traced(case)
 
             def backward(params: Any, x: Any, h0: Any, seq_lengths: Any, g_output: Any, g_h_n: Any) -> Any:
                 import jax
@@ -287,18 +447,15 @@ class JaxBackend(BaseBackend):
             **self.library_notes(),
             "folds": conv.FOLDS,
             "cannot_represent": conv.cannot_represent(True),
+            "programs": f"traced once per signature, serialized with jax.export under {self.store.root}",
         }
 
     def run(self, case: Case, weights: Weights, inputs: Inputs) -> GruOutput:
-        """Same steps for every JAX library: convert, place on the device, run the cached program."""
+        """Same steps for every JAX library: convert, place on the device, run the signature's program."""
         configure_jax()
         with x64_scope(case.dtype, self.precision):
-            program = self.program(case)
-            params = self.put(self.convert(weights.tensors))
-            x = self.put(host_array(inputs.x, case.dtype))
-            h0 = self.put(host_array(inputs.h0, case.dtype))
-            lengths = self.put(host_lengths(inputs.lengths))
-            output, h_n = program(params, x, h0, lengths)
+            params, x, h0, lengths = self.arguments(case, weights, inputs)
+            output, h_n = self.program(case, params, x, h0, lengths)(params, x, h0, lengths)
             return GruOutput(output=to_numpy(output), h_n=to_numpy(h_n))
 
     def run_backward(self, case: Case, weights: Weights, inputs: Inputs, cotangents: Cotangents) -> GradientTensors:

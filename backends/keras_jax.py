@@ -45,6 +45,8 @@ def _import_keras() -> Any:
 class KerasJaxGru(JaxBackend):
     family: str = "keras-jax"
     modules: tuple[str, ...] = ("jax",)
+    library: tuple[str, ...] = ("keras",)
+    program_modules: tuple[str, ...] = ("backends.keras_common",)
     reset_after: bool = True  # False: Keras's other GRU (reset before the recurrent matmul), its own column
 
     @property

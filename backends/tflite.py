@@ -14,9 +14,10 @@ per converter setting:
                       the settings the converter itself recommends when lowering fails (Keras 3's
                       own `model.export(format="litert")` also adds SELECT_TF_OPS)
 
-Shapes: the converter needs static shapes to lower the GRU's loop, so an `xsame` case is
-converted at its run shape; an `xother` case is converted with dynamic batch and time (None)
-and the interpreter's signature runner resizes the inputs to the run shape. A converter
+Shapes: the converter needs static shapes to lower the GRU's loop, so a case is converted at
+its trace shape (`Case.export_dims`: the run shape for `xsame`, batch 4 and seq_len 7 for
+`xother`, batch 1 and seq_len 1 for `xdegenerate`) and the interpreter's signature runner
+resizes the inputs to the run shape, as a deployed model fed another shape has them resized. A converter
 refusal, or an interpreter that can't prepare the model, is `unsupported`, quoting the library.
 Runs in a worker process (`OutOfProcess`): TensorFlow must not share the suite's process with
 Keras on JAX.
@@ -150,7 +151,7 @@ class TfliteGru(BaseBackend):
                     [tf.constant(v.value) for v in module.non_trainable_variables],
                 )
             )
-        batch, steps = (case.batch, case.seq_len) if case.export_shape == "same" else (None, None)
+        batch, steps = case.export_dims  # the trace shape: the run shape for `xsame`, else (4, 7) or (1, 1)
         directions = case.num_directions
         specs = {"x": tf.TensorSpec((batch, steps, case.input_size), case.dtype, name="x")}
         if case.lengths != "dense":

@@ -58,7 +58,7 @@ MAX_CELLS = 64  # GRU cells (seq_len x layers x directions) one case may unroll;
 
 
 def cells(case: Case) -> int:
-    """The GRU cells inductor unrolls for a case: the larger of its run and, for `xother`, its first call.
+    """The GRU cells inductor unrolls for a case: the larger of its run and its first call (`export_dims`).
 
     Inductor's decomposition of `aten.gru` loops over time in Python, so a graph holds one
     cell per (step, layer, direction), each with its own C++ kernels: the first compile
@@ -66,8 +66,23 @@ def cells(case: Case) -> int:
     3-layer bidirectional case (1560 cells) would take hours. Cases above the budget are
     not run; `$GRU_CONFORMANCE_COMPILE_MAX_CELLS` raises it.
     """
-    steps = max(case.seq_len, case.export_dims[1] if case.export_shape == "other" else 0)
+    steps = max(case.seq_len, case.export_dims[1])  # export_dims is the run shape for `xsame`
     return steps * case.num_layers * case.num_directions
+
+
+def first_call(case: Case) -> Case:
+    """The call that compiles the graph of an `xother` or `xdegenerate` case: the same structure at `export_dims`.
+
+    A packed batch of one item or one step can only be full, so a degenerate first call of a
+    packed case has full lengths (as the ONNX exporters' trace of it does).
+    """
+    batch, seq_len = case.export_dims
+    lengths = case.lengths
+    if case.packed and (batch < 2 or seq_len < 2):
+        lengths = "full"
+    return Case.from_dict(
+        case.as_dict() | {"batch": batch, "seq_len": seq_len, "lengths": lengths, "export_shape": "same"}
+    )
 
 
 def max_cells() -> int:
@@ -268,11 +283,9 @@ class CompiledTorchGru(TorchGru):
         started = time.perf_counter()
         try:
             with torch.no_grad(), precision_scope(torch, self.precision), dynamo_scope(torch, self.allow_rnn):
-                if case.export_shape == "other":  # built at another shape first: the run must recompile
-                    batch, seq_len = case.export_dims
-                    fields = case.as_dict() | {"batch": batch, "seq_len": seq_len, "export_shape": "same"}
-                    other = Case.from_dict(fields)
-                    self._call(compiled, other, case_data(other)[1])
+                if case.export_shape != "same":  # built at the trace shape first: the run must recompile
+                    first = first_call(case)
+                    self._call(compiled, first, case_data(first)[1])
                 declined_before, ran = dynamo_refusals(torch), self.log.gru_calls()
                 output, h_n = self._call(compiled, case, inputs)
         except (RuntimeError, NotImplementedError) as error:  # as eager: a kernel missing for a dtype is a refusal

@@ -13,11 +13,16 @@ from typing import Any, Literal
 
 Lengths = Literal["dense", "sorted", "unsorted", "full", "zero"]
 DType = Literal["float32", "float64", "float16", "bfloat16"]
-ExportShape = Literal["same", "other"]
+ExportShape = Literal["same", "other", "degenerate"]
 
 LENGTHS: tuple[str, ...] = ("dense", "sorted", "unsorted", "full", "zero")
 DTYPES: tuple[str, ...] = ("float32", "float64", "float16", "bfloat16")
-EXPORT_SHAPES: tuple[str, ...] = ("same", "other")
+EXPORT_SHAPES: tuple[str, ...] = ("same", "other", "degenerate")
+# The fixed trace shape of `other` (batch, seq_len), independent of the run shape so one export serves
+# every run shape; `OTHER_ALTERNATE` when a case runs at OTHER_DIMS itself. Neither is a matrix value.
+OTHER_DIMS = (4, 7)
+OTHER_ALTERNATE = (5, 8)
+DEGENERATE_DIMS = (1, 1)
 
 # Bounds on one case, so a `--case` id or a matrix value can't ask for unbounded work. The oracle and
 # the error-gain measurement (conformance/tolerance.py) step through every step of every layer and
@@ -43,9 +48,12 @@ class Case:
     The per-item lengths themselves are data, drawn from the seed (see
     `conformance.data`).
 
-    `export_shape` matters to backends that trace or compile at one shape:
-    `other` means the model is built at a (batch, seq_len) different from the
-    one it runs at. Eager backends ignore it.
+    `export_shape` matters to backends that trace or compile at one shape, and says
+    where the model is traced: `same` at the run shape; `other` at one fixed shape
+    (`OTHER_DIMS`, batch 4 and seq_len 7), whatever the run shape, so a single export
+    serves every run shape; `degenerate` at batch 1 and seq_len 1, where exporters are
+    known to specialise silently (a model traced at seq_len 1 that returns seq_len 1 when
+    run at 5). Eager backends ignore it.
     """
 
     input_size: int
@@ -127,7 +135,9 @@ class Case:
         """(batch, seq_len) at which a tracing backend builds its model for this case."""
         if self.export_shape == "same":
             return self.batch, self.seq_len
-        return self.batch + 2, self.seq_len + 3
+        if self.export_shape == "degenerate":
+            return DEGENERATE_DIMS
+        return OTHER_DIMS if (self.batch, self.seq_len) != OTHER_DIMS else OTHER_ALTERNATE
 
     @property
     def structure(self) -> tuple[Any, ...]:
@@ -202,5 +212,5 @@ _ID_PATTERN = re.compile(
     r"I(?P<i>\d+)H(?P<h>\d+)-L(?P<layers>\d+)-(?P<dir>uni|bi)-(?P<layout>tm|bf)"
     r"-(?P<bias>bias|nobias)-(?P<h0>h0|noh0)-B(?P<batch>\d+)T(?P<seq>\d+)"
     r"-(?P<lengths>dense|sorted|unsorted|full|zero)-(?P<dtype>float32|float64|float16|bfloat16)"
-    r"-x(?P<export>same|other)-s(?P<seed>\d+)"
+    r"-x(?P<export>same|other|degenerate)-s(?P<seed>\d+)"
 )

@@ -206,6 +206,36 @@ class Preparing(Protocol):
     def prepare(self, cases: list[Case]) -> None: ...
 
 
+@dataclass(frozen=True)
+class Build:
+    """One thing a backend builds before it can run cases (an export, a compiled program), for the plan.
+
+    Builds with the same `builder` and `key` are one build, shared by every column that needs
+    it (the two runtimes of one exporter). `units` sizes it for the time estimate (steps traced:
+    seq_len x layers x directions); `seconds` is what building it took, as its cache recorded it.
+    """
+
+    builder: str  # e.g. "export (dynamo)", "compile (flax-linen[cpu])"
+    key: str
+    cached: bool
+    units: float = 1.0
+    seconds: float | None = None
+
+
+@runtime_checkable
+class Planning(Protocol):
+    """Optional: a backend that builds ahead says what a run would build (`--plan`), before building it.
+
+    `plan(cases)` lists every build the cases need, cached or not, without building anything;
+    `recorded()` lists the builds its cache holds with the time each took, the basis of the
+    estimate for the ones still to build.
+    """
+
+    def plan(self, cases: list[Case]) -> list[Build]: ...
+
+    def recorded(self) -> list[Build]: ...
+
+
 def column(device: str, precision: str = "strict") -> str:
     """What goes between the brackets of a backend name: `cuda`, or `cuda+default` outside strict mode.
 

@@ -4,11 +4,15 @@ pairwise uses covertable (a maintained covering-array generator with declarative
 constraints; allpairspy was tried and left valid pairs uncovered once a filter was
 applied). Impossible combinations are excluded through `Case.impossibility`, the one
 place that knows them, so pairwise covers every pair of values that can coexist.
+triples is the strength-3 covering array from the same generator: every triple of values
+that can coexist, the rung between pairwise (tens of cases) and full (tens of thousands).
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
+import json
 from collections.abc import Iterator
 from dataclasses import fields
 from importlib import resources
@@ -21,7 +25,7 @@ from conformance import schema
 from conformance.case import Case, CaseError
 from conformance.schema import SchemaError
 
-TIERS = ("smoke", "pairwise", "full")
+TIERS = ("smoke", "pairwise", "triples", "full")
 # Package data, so an installed (non-editable) copy builds every tier; `--matrix` overrides it.
 # (A file-system path: the package is installed as files, and the schema reader checks the file itself.)
 DEFAULT_MATRIX = Path(str(resources.files("conformance") / "declared" / "matrix.toml"))
@@ -152,6 +156,24 @@ def pairwise_cases(data: dict[str, Any], seed: int) -> Iterator[Case]:
         yield _case(row, seed, data["_path"])
 
 
+def triples_cases(data: dict[str, Any], seed: int) -> Iterator[Case]:
+    """The strength-3 covering array: every triple of values of any three dimensions, where they can coexist."""
+    for row in _strength3_rows(json.dumps(data["dimensions"])):
+        yield _case(dict(row), seed, data["_path"])
+
+
+@functools.lru_cache(maxsize=4)
+def _strength3_rows(dims_json: str) -> tuple[tuple[tuple[str, Any], ...], ...]:
+    """covertable's strength-3 array of these dimensions (seconds to build, so built once per process)."""
+    dims = json.loads(dims_json)
+    constraint = {
+        "operator": "fn",
+        "requires": ["lengths", "batch", "seq_len"],
+        "evaluate": lambda row: _possible({k: row[k] for k in ("lengths", "batch", "seq_len")}, dims),
+    }
+    return tuple(tuple(row.items()) for row in covertable.make(dims, strength=3, constraints=[constraint]))
+
+
 def full_cases(data: dict[str, Any], seed: int) -> Iterator[Case]:
     dims = data["dimensions"]
     names = list(dims)
@@ -179,7 +201,7 @@ def cases(tier: str, seed: int = 0, path: Path = DEFAULT_MATRIX) -> list[Case]:
     if tier not in TIERS:
         raise MatrixError(f"unknown tier {tier!r}; valid tiers: {', '.join(TIERS)}")
     data = load(path)
-    generate = {"smoke": smoke_cases, "pairwise": pairwise_cases, "full": full_cases}[tier]
+    generate = {"smoke": smoke_cases, "pairwise": pairwise_cases, "triples": triples_cases, "full": full_cases}[tier]
     return list(generate(data, seed))
 
 

@@ -31,7 +31,7 @@ from conformance.coverage import Space, steps
 
 # The tiers that promise coverage, and of what strength (2: every value pair). Each backend gets
 # its own cover on these; a strength-3 tier adds itself here with 3.
-STRENGTH: dict[str, int] = {"pairwise": 2, "full": 2}
+STRENGTH: dict[str, int] = {"pairwise": 2, "triples": 3, "full": 2}
 
 
 def space(data: dict[str, Any], seed: int, strength: int = 2) -> Space:
@@ -119,7 +119,8 @@ class Plan:
         """The tests of one shard: every test of a case goes where the case goes (`conformance.sharding`)."""
         if shard is None or shard.count == 1:
             return self
-        owner = sharding.assign((p.case.id for p in self.items), shard.count)
+        # build groups (structure and sorting variant) kept whole: no two shards build the same export or program
+        owner = sharding.owners({p.case.id: p.case for p in self.items}.values(), shard.count)
         mine = {case_id for case_id, index in owner.items() if index == shard.index}
         cases = [c for c in self.cases if c.id in mine]
         items = [p for p in self.items if p.case.id in mine]

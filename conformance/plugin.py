@@ -10,10 +10,13 @@ each worker appends to its own results file; the controller merges them when the
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import math
+import os
 import re
+import shlex
 import time
 import uuid
 from collections import Counter
@@ -24,7 +27,17 @@ from typing import Any
 
 import pytest
 
-from conformance import accounting, cross_device, divergences, matrix, selection, sharding, time_limit
+from conformance import (
+    accounting,
+    cross_device,
+    divergences,
+    estimate,
+    matrix,
+    progress,
+    selection,
+    sharding,
+    time_limit,
+)
 from conformance import invariants as invariant_checks
 from conformance import plan as planning
 from conformance.backend_summary import BackendSummary, summarize
@@ -63,6 +76,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent  # holds the conformance test modu
 CASE_FIELD_NAMES = tuple(f.name for f in fields(Case))
 RUN_KEY = pytest.StashKey["ConformanceRun"]()
 REPORT_KEY = pytest.StashKey[str]()  # where the report went, for the terminal summary
+PLAN_KEY = pytest.StashKey[bool]()  # `--plan`: print the plan, run nothing
 # `--quantity`: what the run checks. Each test function checks one quantity; one that --quantity leaves
 # out is parametrized with a single NOT_SELECTED placeholder, which collection then deselects.
 QUANTITY_CHOICES = {"forward": (FORWARD,), "backward": (BACKWARD,), "both": QUANTITIES}
@@ -101,9 +115,12 @@ class ConformanceRun:
     invariants: list[invariant_checks.Invariant] = field(default_factory=list)  # the tier's ([invariants])
     attempts: Attempts = field(default_factory=Attempts)  # case runs kept for the invariants of the same pair
     space: Callable[[], Space] | None = None  # the matrix's space, built on demand (`conformance.plan.space`)
+    collecting_since: float | None = None  # when collection began (the plan's per-check overhead)
+    prepare_s: float = 0.0  # building ahead (exports, programs): timed apart from the checks
 
-    def prepare(self, items: list[pytest.Item]) -> list[str]:
-        """Let backends that build models up front (ONNX exports) build all they will need at once, in parallel.
+    def prepare(self, items: list[pytest.Item], reporter: progress.Reporter | None = None) -> list[str]:
+        """Let backends that build models up front (ONNX exports, JAX programs) build all they will need at once,
+        reporting progress (what, i of n, elapsed) to `reporter`.
 
         Cases a backend refuses statically are left out (nothing to build), except the probes.
         A backend whose `prepare` raises is not prepared (its cases then build lazily, or fail as results);
@@ -129,11 +146,14 @@ class ConformanceRun:
                 if needed not in cases:  # the forward and the backward test share a case
                     cases.append(needed)
         problems = []
-        for backend in self.backends:
-            if isinstance(backend, Preparing) and wanted.get(backend.name):
-                problem = _prepare(backend, wanted[backend.name])
-                if problem:
-                    problems.append(problem)
+        started = time.perf_counter()
+        with progress.reporting(reporter):
+            for backend in self.backends:
+                if isinstance(backend, Preparing) and wanted.get(backend.name):
+                    problem = _prepare(backend, wanted[backend.name])
+                    if problem:
+                        problems.append(problem)
+        self.prepare_s += time.perf_counter() - started
         return problems
 
     def describe(self, backend: Backend) -> None:
@@ -358,6 +378,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--no-report", action="store_true", help="don't render the HTML report")
     group.addoption(
+        "--plan",
+        action="store_true",
+        help="print what the run would do and stop: cases, results, exports and compiles (how many cached), "
+        "and an estimated time from the timings the caches recorded",
+    )
+    group.addoption(
         "--explain",
         action="store_true",
         help="after the run, rerun each failing case with one field changed at a time (within the matrix's "
@@ -466,7 +492,30 @@ def _warn_unmatchable(config: pytest.Config, run: ConformanceRun) -> None:
         run.warnings.append(f"{opt.divergences}: {message}")
 
 
-def _build_run(config: pytest.Config) -> ConformanceRun:
+@dataclass(frozen=True)
+class Selected:
+    """What the options select: the run builds from it, and `--plan` estimates it without running."""
+
+    cases: list[Case]  # the shard's shared cases
+    reference: Reference
+    backends: list[Backend]
+    registry: list[divergences.Divergence]
+    invariants: list[invariant_checks.Invariant]
+    tests: planning.Plan  # every (case, backend) test of the shard: shared, each backend's extras, probes
+    tier: str  # a tier name, or "case" / "vectors"
+    strength: int | None  # the covering strength of the tier, None for tiers that cover nothing
+
+    def cases_of(self) -> dict[str, list[Case]]:
+        """backend name -> the cases it is planned to run (shared and its own extras)."""
+        planned: dict[str, list[Case]] = {}
+        for item in self.tests.items:
+            planned.setdefault(item.backend.name, []).append(item.case)
+        return planned
+
+
+def _selection(config: pytest.Config) -> Selected:
+    """The cases (tier, shard), their reference, the backends, the registry, the invariants and the test plan
+    the options select."""
     opt = config.option
     _check_options(opt)
     seed = 0 if opt.seed is None else opt.seed
@@ -512,7 +561,16 @@ def _build_run(config: pytest.Config) -> ConformanceRun:
         invariant_checks.InvariantError,
     ) as error:
         raise pytest.UsageError(str(error)) from None
+    return Selected(cases, reference, backends, registry, invariant_list, plan, tier, strength)
 
+
+def _build_run(config: pytest.Config) -> ConformanceRun:
+    opt = config.option
+    seed = 0 if opt.seed is None else opt.seed
+    selected = _selection(config)
+    cases, reference, backends, registry = selected.cases, selected.reference, selected.backends, selected.registry
+    invariant_list, plan, tier, strength = selected.invariants, selected.tests, selected.tier, selected.strength
+    matrix_path = _matrix_path(opt)
     worker = _worker_id(config)
     results_path = _output_path(config, opt.results)
     _output_paths(config, results_path)
@@ -605,8 +663,8 @@ def enact(verdict: Verdict, message: str) -> None:
     outcome = verdict.outcome
     if outcome == "skipped":
         pytest.skip(f"{verdict.value}: {message}")
-    if outcome == "xfailed":
-        pytest.xfail(f"{verdict.value}: {message}")
+    if outcome == "xfailed":  # pytest.xfail, without the traceback pytest would format and drop (slow)
+        raise pytest.xfail.Exception(f"{verdict.value}: {message}", pytrace=False)
     if outcome == "failed":
         pytest.fail(f"{verdict.value}: {message}", pytrace=False)
 
@@ -638,19 +696,23 @@ def _vectors_cases(root: str, case_ids: list[str] | None) -> tuple[list[Case], R
     return cases, Reference(root, stored, ("--vectors", root), load_backward=stored.gradients)
 
 
+@pytest.hookimpl(trylast=True)  # after the terminal's `collected N items`
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Print the plan; outside xdist, build models up front (under xdist each worker builds lazily, no duplicate
     exports)."""
     run = session.config.stash.get(RUN_KEY, None)
     if run is None or run.worker != "main":
         return
-    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None and reporter.verbosity >= 0 and not run.plan_shown:  # activated by collection
+    terminal = session.config.pluginmanager.get_plugin("terminalreporter")
+    quiet = session.config.option.verbose < -1  # -qq
+    if terminal is not None and terminal.verbosity >= 0 and not run.plan_shown:  # activated by collection
         run.plan_shown = True
         for line in plan_lines(run.tests, run.shape.tier):
-            reporter.write_line(line)
+            terminal.write_line(line)
     if session.items:
-        for problem in run.prepare(session.items):
+        _short_summary(session.config)
+        reporter = None if terminal is None or quiet else progress.TerminalProgress(terminal)
+        for problem in run.prepare(session.items, reporter):
             run.warnings.append(problem)
 
 
@@ -663,9 +725,59 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return plan_lines(run.tests, run.shape.tier)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection(session: pytest.Session) -> bool | None:
+    """`--plan`: print the plan of the selected run instead of collecting (tens of thousands of items, for full)."""
+    config = session.config
+    run = config.stash.get(RUN_KEY, None)
+    if run is not None:
+        run.collecting_since = time.perf_counter()
+    if not config.stash.get(PLAN_KEY, False):
+        return None
+    selected = _selection(config)
+    opt = config.option
+    parts = [f"tier {opt.tier}" if not (opt.case or opt.vectors) else "selected cases"]
+    parts += [f"shard {opt.shard}"] if opt.shard else []
+    parts += [f"device {opt.device}", f"{len(selected.backends)} backends"]
+    made = estimate.make(
+        "GRU conformance estimate: " + ", ".join(parts),
+        selected.cases,
+        selected.backends,
+        per_backend=selected.cases_of(),
+    )
+    terminal = config.pluginmanager.get_plugin("terminalreporter")
+    for line in made.lines():
+        if terminal is not None:
+            terminal.write_line(line)
+        else:
+            print(line)
+    return True
+
+
+def _short_summary(config: pytest.Config) -> None:
+    """A conformance run ends short: failures only in pytest's short summary (xfail and skip reasons, one per
+    convention or unsupported case, are in the report). An explicit `-r` or `-v` keeps pytest's own choice."""
+    args = [*config.invocation_params.args, *shlex.split(os.environ.get("PYTEST_ADDOPTS", ""))]
+    explicit = any(a.startswith("--report-chars") or (a.startswith("-r") and not a.startswith("--")) for a in args)
+    if explicit or config.option.verbose > 0:
+        return
+    config.option.reportchars = "fE"
+    terminal = config.pluginmanager.get_plugin("terminalreporter")
+    if terminal is not None:
+        terminal.reportchars = "fE" if config.option.disable_warnings else "wfE"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if session.config.stash.get(RUN_KEY, None) is not None:
+        _short_summary(session.config)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "conformance: a GRU conformance check")
-    if _names_this_suite(config) and not config.option.help:
+    if _names_this_suite(config) and config.option.plan and not config.option.help:
+        config.stash[PLAN_KEY] = True  # a plan starts no run: no results file, no report
+    elif _names_this_suite(config) and not config.option.help:
         activate(config)  # before collection, so a bad option is a usage error and xdist workers get the run id
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(config), "conformance-xdist")
@@ -786,6 +898,9 @@ def conformance_run(request: pytest.FixtureRequest) -> ConformanceRun:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if session.config.stash.get(PLAN_KEY, False):
+        session.exitstatus = pytest.ExitCode.OK  # a printed plan is a success, not "no tests collected"
+        return
     run = session.config.stash.get(RUN_KEY, None)
     if run is None:
         return
@@ -799,14 +914,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     merge_worker_files(run.results_path, workers)
     if session.config.option.explain:
         _explain(session.config, run)
+    records = list(read_records(run.results_path))
     case_dicts: dict[str, dict[str, Any]] = {}
     counts: Counter[str] = Counter()
     results = []
-    for record in read_records(run.results_path):
+    for record in records:
         if record["kind"] == RESULT:
             counts[record["verdict"]] += 1
             if accounting.counts_for(record, run.shape):
                 results.append(accounting.slim(record, case_dicts))
+    loop_s = None  # collection to the last check, less building: only a serial run measures it
+    if run.collecting_since is not None and not workers:
+        loop_s = time.perf_counter() - run.collecting_since - run.prepare_s
+    with contextlib.suppress(OSError):  # a read-only cache costs the next plan's estimates, never the run
+        estimate.record_results(records, loop_s=loop_s)  # timings for the next `--plan`
     run.verdicts = counts
     run.accounts = planning.account(run.tests, run.backends, results, run.shape, run.space)
     if any(a.fails for a in run.accounts) and session.exitstatus == pytest.ExitCode.OK:
@@ -951,3 +1072,5 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     terminalreporter.write_line(f"results: {run.results_path}")
     if REPORT_KEY in config.stash:
         terminalreporter.write_line(f"report: {config.stash[REPORT_KEY]}")
+    if terminalreporter.reportchars.replace("w", "") == "fE" and (run.verdicts.keys() - {"pass", "fail", "error"}):
+        terminalreporter.write_line("reasons for xfailed and skipped checks: in the report (or rerun with -ra)")

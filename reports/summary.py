@@ -88,7 +88,8 @@ def candidate_features(entries: list[Entry]) -> list[Feature]:
         Feature("hidden_size=1", "hidden size 1", "hidden_size", "==", 1),
     ]
     rows += [Feature(f"dtype={d}", d, "dtype", "==", d) for d in DTYPES]
-    rows.append(Feature("export_shape=other", "export shape ≠ run shape", "export_shape", "==", "other"))
+    rows.append(Feature("export_shape=other", "traced at another shape (B4T7)", "export_shape", "==", "other"))
+    rows.append(Feature("export_shape=degenerate", "traced at batch 1, seq_len 1", "export_shape", "==", "degenerate"))
     return rows
 
 

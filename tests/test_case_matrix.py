@@ -83,5 +83,5 @@ def test_matrix_values_of_the_wrong_type_are_rejected(tmp_path: Path) -> None:
     path.write_text(text)
     with pytest.raises(matrix.MatrixError, match="dtype must be one of"):
         matrix.cases("pairwise", path=path)
-    with pytest.raises(matrix.MatrixError, match="unknown tier 'huge'; valid tiers: smoke, pairwise, full"):
+    with pytest.raises(matrix.MatrixError, match="unknown tier 'huge'; valid tiers: smoke, pairwise, triples, full"):
         matrix.cases("huge")

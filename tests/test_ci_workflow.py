@@ -73,7 +73,7 @@ def test_workflow_passes_actionlint() -> None:
 
 @pytest.mark.tooling
 def test_actionlint_catches_needs_naming_no_job(tmp_path: Path) -> None:
-    run = actionlint(mutated(tmp_path, "needs: [cpu, cpu-full, gpu]", "needs: [cpu, cpu-full, gpu, lint]"))
+    run = actionlint(mutated(tmp_path, "needs: [cpu, cpu-full, cpu-triples, gpu]", "needs: [cpu, cpu-full, gpu, lint]"))
     assert run.returncode == 1, run.stdout + run.stderr
     assert 'needs job "lint" which does not exist' in run.stdout and "[job-needs]" in run.stdout
 
@@ -206,3 +206,47 @@ def test_report_merges_every_results_job_and_compares(workflow: dict[str, Any]) 
     assert uploaded == ["conformance-report", "conformance-summary"]
     fetch = next(s for s in report["steps"] if "conformance-summary" in s.get("run", ""))
     assert "|| true" in fetch["run"]  # a first run, or an expired artifact, is not an error
+
+
+# Each exhaustive job and the tier it runs (README, "Continuous integration").
+EXHAUSTIVE = {"cpu-full": "full", "cpu-triples": "triples"}
+
+
+def longest_shard_wall(backends: str | None, tier: str, shards: int, cache: Path, first: int | None = None) -> float:
+    """The planned wall time (s) of the slowest of `shards` shards (or of the `first` few) on a CI runner."""
+    from conformance import estimate, matrix, selection, sharding
+
+    chosen = selection.select(backends.split(",") if backends else None, "cpu", [], "strict")
+    if not all(b.availability().available for b in chosen):
+        pytest.skip("sizing needs every backend the job runs installed here")
+    cases, walls = matrix.cases(tier), []
+    for index in range(1, (first or shards) + 1):
+        planned = estimate.make("", sharding.select(cases, sharding.Shard(index, shards)), chosen, root=cache)
+        assert not planned.unknown, f"no reference timing for {planned.unknown}: run benchmarks/plan_full.py --measure"
+        walls.append(estimate.runner_wall(planned.total_s))
+    return max(walls)
+
+
+@pytest.mark.parametrize("job_name", list(EXHAUSTIVE))
+def test_every_exhaustive_shard_fits_its_timeout(
+    workflow: dict[str, Any], job_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sized from measurement: each shard's plan, cold, from the reference timings, fits the job's timeout."""
+    monkeypatch.setenv("GRU_CONFORMANCE_CACHE", str(tmp_path))  # a fresh runner: nothing cached
+    job = workflow["jobs"][job_name]
+    backends, shards = job["env"].get("BACKENDS"), int(str(job["env"].get("SHARD", "1/1")).rsplit("/", 1)[1])
+    wall = longest_shard_wall(backends, EXHAUSTIVE[job_name], shards, tmp_path)
+    assert wall <= 0.8 * 60 * job["timeout-minutes"], f"{job_name}: longest shard about {wall / 60:.0f} min"
+    assert any("--plan" in step.get("run", "") for step in job["steps"])  # each shard prints its plan first
+
+
+def test_the_sizing_check_catches_a_job_that_would_time_out(
+    workflow: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The counterpart: the full tier of every backend, or of the cheap ones in one shard, doesn't fit."""
+    monkeypatch.setenv("GRU_CONFORMANCE_CACHE", str(tmp_path))
+    timeout_s = 0.8 * 60 * workflow["jobs"]["cpu-full"]["timeout-minutes"]
+    assert longest_shard_wall(workflow["jobs"]["cpu-full"]["env"]["BACKENDS"], "full", 1, tmp_path) > timeout_s
+    measured = workflow["jobs"]["cpu-triples"]["env"]["BACKENDS"]  # every column with reference timings
+    # (4 shards: with the ONNX columns' declared refusals, a first shard of 8 now plans about 0.93 of the limit)
+    assert longest_shard_wall(measured, "full", 4, tmp_path, first=1) > timeout_s

@@ -144,15 +144,18 @@ def test_the_shared_tier_alone_leaves_the_narrower_spaces_uncovered() -> None:
         if covered != wanted:
             short[backend.name] = f"{len(covered)}/{len(wanted)}"
     assert {"flax-nnx[cpu]", "onnx-dynamo/ort[cpu]", "onnx-spec/ort[cpu]", "onnx-torchscript/ort[cpu]"} <= set(short)
-    assert short["onnx-torchscript/ort[cpu]"] == "321/379"  # the issue's own measurement
+    # The issue measured 321/379 with two trace shapes; a third (degenerate) widens every space.
+    assert short["onnx-torchscript/ort[cpu]"] == "331/406"
 
 
 def test_a_planted_narrow_backend_gets_its_whole_space_from_nothing() -> None:
     narrow = NarrowGru()
-    assert all(narrow.supports(c) is not None for c in pairwise())  # the shared tier gives it nothing
+    assert sum(narrow.supports(c) is None for c in pairwise()) <= 1  # the shared tier gives it (almost) nothing
+    wanted, shared = planned_coverage(planning.build(list(pairwise()), [narrow]), narrow)
+    assert len(shared) < len(wanted) / 3  # 66 of its 239 pairs from the one shared case it runs
     plan = planning.build(list(pairwise()), [narrow], space())
     wanted, covered = planned_coverage(plan, narrow)
-    assert covered == wanted and len(wanted) == 219
+    assert covered == wanted and len(wanted) == 239
     extras = plan.extras(narrow.name)
     assert len(extras) <= 12 and all(narrow.supports(c) is None for c in extras)
     assert plan.backends[narrow.name].tests == len(pairwise()) + len(extras)

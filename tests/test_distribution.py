@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -80,10 +81,26 @@ def test_shards_partition_the_tier_evenly(tier: str, count: int) -> None:
     shards = [sharding.select(cases, sharding.Shard(i, count)) for i in range(1, count + 1)]
     assert_partition(cases, shards)
     sizes = [len(s) for s in shards]
-    assert max(sizes) - min(sizes) <= 1, sizes
+    largest_group = max(Counter(sharding.build_group(c) for c in cases).values())
+    assert max(sizes) - min(sizes) <= largest_group, sizes  # whole build groups are dealt, so within one group
     for shard in shards:  # each shard keeps the tier's own order
         members = set(shard)
         assert shard == [c for c in cases if c in members]
+
+
+@pytest.mark.parametrize("tier", ["triples", "full"])
+def test_a_build_group_never_spans_two_shards(tier: str) -> None:
+    """Cases that share exports and compiled programs land together: no two machines build the same model."""
+    cases = list(tier_cases(tier))
+    owner = {c.id: i for i in range(1, 9) for c in sharding.select(cases, sharding.Shard(i, 8))}
+    single = sharding.assign((c.id for c in cases), 8)  # the counterpart: single cases dealt, as before groups
+    grouped: dict[str, set[int]] = {}
+    dealt: dict[str, set[int]] = {}
+    for case in cases:
+        grouped.setdefault(sharding.build_group(case), set()).add(owner[case.id])
+        dealt.setdefault(sharding.build_group(case), set()).add(single[case.id])
+    assert all(len(s) == 1 for s in grouped.values())
+    assert tier != "full" or sum(len(s) > 1 for s in dealt.values()) > len(dealt) // 2  # ...which split most
 
 
 def test_shard_membership_ignores_the_generated_order() -> None:

@@ -4,8 +4,10 @@ unsupported cases say why, dtypes are the backend's own, and jit compiles once p
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -17,12 +19,12 @@ import pytest
 pytest.importorskip("jax")
 pytest.importorskip("flax")
 
-from backends import equinox_gru, flax_linen, flax_nnx, keras_jax
+from backends import equinox_gru, flax_linen, flax_nnx, jax_common, keras_jax
 from backends.converters import equinox_gru as eqx_conv
 from backends.converters import flax_linen as linen_conv
 from backends.converters import flax_nnx as nnx_conv
 from backends.converters import keras_gru as keras_conv
-from backends.jax_common import COMPILES, REPO_ROOT, summarize
+from backends.jax_common import COMPILES, REPO_ROOT, summarize, x64_scope
 from conformance import divergences
 from conformance.case import Case
 from conformance.data import case_data
@@ -165,3 +167,58 @@ def test_second_process_compiles_nothing(tmp_path: Any) -> None:
     assert runs[1]["program_compiles"] == 0 and runs[1]["setup_compiles"] == 0, runs[1]
     assert runs[1]["program_cache_hits"] == 1
     assert (tmp_path / "jax").is_dir()
+
+
+# -- stored programs (jax.export): what a later process loads instead of re-tracing ------------
+
+
+def _bits(array: Any) -> tuple[str, tuple[int, ...], bytes]:
+    array = np.asarray(array)
+    return str(array.dtype), array.shape, array.tobytes()
+
+
+@pytest.mark.parametrize("family", list(FACTORIES))
+def test_a_stored_program_is_bit_identical_to_the_traced_one(family: str, tmp_path: Any) -> None:
+    case = case_for(family, PACKED_BI, dtype="float64" if family == "flax-linen" else "float32")
+    weights, inputs = case_data(case)
+    first = FACTORIES[family](programs_root=tmp_path)
+    with x64_scope(case.dtype, first.precision):
+        traced = first.traced(case)(*first.arguments(case, weights, inputs))
+    made = first.run(case, weights, inputs)  # traced, exported, stored, compiled
+    later = FACTORIES[family](programs_root=tmp_path)  # a new adapter, as in a new process: loads the stored one
+
+    def never(_: Case) -> Any:
+        raise AssertionError("a stored program must be loaded, not traced again")
+
+    later.build_program = never  # type: ignore[method-assign]
+    loaded = later.run(case, weights, inputs)
+    assert later.store.has(later.signature(case))
+    for got in (made, loaded):
+        assert [_bits(got.output), _bits(got.h_n)] == [_bits(t) for t in traced]
+
+
+def test_a_program_stored_for_other_versions_or_another_signature_is_never_loaded(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    case = Case(2, 3, seq_len=3)
+    weights, inputs = case_data(case)
+    linen = flax_linen.FlaxLinenGru(programs_root=tmp_path)
+    linen.run(case, weights, inputs)
+    sig, store = linen.signature(case), linen.store
+    assert store.load(sig) is not None
+    newer = dataclasses.replace(sig, versions=tuple((k, "99.0" if k == "jax" else v) for k, v in sig.versions))
+    assert newer.key() != sig.key() and store.load(newer) is None
+    # The stored files under the other signature's name (a hand-copied cache): the metadata names its own signature.
+    for old, new in zip(store._paths(sig), store._paths(newer), strict=True):
+        shutil.copy(old, new)
+    assert store.load(newer) is None
+    assert store.load(dataclasses.replace(sig, batch=sig.batch + 1)) is None  # another shape: another program
+    # An adapter under another jax version traces afresh instead of loading; under the same one it loads.
+    real = jax_common.versions
+    for version, expect_trace in (("99.0", True), (None, False)):
+        monkeypatch.setattr(jax_common, "versions", lambda p, v=version: {**real(p), **({"jax": v} if v else {})})
+        again, traced = flax_linen.FlaxLinenGru(programs_root=tmp_path), []
+        build = again.build_program
+        again.build_program = lambda c, build=build, traced=traced: traced.append(c) or build(c)  # type: ignore[method-assign]
+        again.run(case, weights, inputs)
+        assert bool(traced) == expect_trace

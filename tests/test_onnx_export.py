@@ -1,8 +1,8 @@
 """Exported models: correct at other run shapes, weights rebound by name, cached, isolated.
 
-Exports are slow (a fresh interpreter each), so the tests share a few small
-signatures: the repo cache serves reruns; the cache and isolation tests use a
-private root so they see real exports.
+Exports are slow (a forked child of a warm exporter process each), so the tests share
+a few small signatures: the repo cache serves reruns; the cache and isolation tests use
+a private root so they see real exports.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("torch")
 
 from backends.onnx.column import OnnxColumn
-from backends.onnx.export_store import STORE, ModelStore, Signature
+from backends.onnx.export_store import STORE, ModelStore, Signature, _export_isolated
 from backends.onnx.ort import ORT
 from backends.onnx.reference import REFERENCE
 from backends.onnx.source_dynamo import DynamoSource
@@ -28,7 +28,7 @@ from conformance.contract import UnsupportedCase
 from conformance.data import case_data
 from conformance.oracle import gru_reference
 
-# Packed, unsorted, bidirectional, h0, batch_first: the hardest path; exported at (B+2, T+3).
+# Packed, unsorted, bidirectional, h0, batch_first: the hardest path; exported at the fixed other shape (B4, T7).
 PACKED = Case(
     input_size=3,
     hidden_size=4,
@@ -120,13 +120,48 @@ def test_second_run_exports_nothing(tmp_path: Path) -> None:
     assert second.stats.count == {}
 
 
-@pytest.mark.e2e  # a private cache root: every export is a fresh `python -m backends.onnx.source_<exporter>`
+@pytest.mark.e2e  # a private cache root: real exports, by warm exporter processes and a fresh interpreter
 def test_dynamo_export_is_the_same_first_or_after_others(tmp_path: Path) -> None:
-    """The torch.export-based exporter keeps state in-process; our exports must not depend on history."""
+    """The torch.export-based exporter keeps state in-process; our exports must not depend on history.
+
+    The same model, byte for byte: exported alone, exported last by one warm exporter process
+    after others, and exported by a fresh interpreter that never exported anything.
+    """
     others = [Case(input_size=4, hidden_size=2, num_layers=2, bidirectional=True), PACKED]
     alone = ModelStore(tmp_path / "alone")
     alone.prepare(DYNAMO, [DENSE])
-    after = ModelStore(tmp_path / "after", workers=1)  # one worker: strictly sequential, DENSE last
+    after = ModelStore(tmp_path / "after", workers=1)  # one exporter process: strictly sequential, DENSE last
     after.prepare(DYNAMO, [*others, DENSE])
     assert after.stats.count == {"dynamo": 3}
-    assert alone.get(DYNAMO, DENSE).model == after.get(DYNAMO, DENSE).model
+    fresh = _export_isolated(DYNAMO, Signature.of("dynamo", DENSE), DENSE, tmp_path / "fresh")
+    assert fresh.status == "ok"
+    assert alone.get(DYNAMO, DENSE).model == after.get(DYNAMO, DENSE).model == fresh.model
+
+
+IN_ONE_PROCESS = """
+import sys
+from backends.onnx.export_store import Signature
+from backends.onnx.source_dynamo import DynamoSource
+from conformance.case import Case
+source, models = DynamoSource(), []
+for case_id in sys.argv[1:]:
+    case = Case.from_id(case_id)
+    models.append(source.export(Signature.of("dynamo", case), case).model)
+sys.stdout.buffer.write(models[-1])
+"""
+
+
+@pytest.mark.e2e  # exports in a subprocess, so this test process's exporter state stays untouched
+def test_exports_in_one_process_do_depend_on_history(tmp_path: Path) -> None:
+    """The counterpart: what the isolation prevents is real. In one process, an export after another differs."""
+    import subprocess
+    import sys
+
+    from backends.onnx.export_store import REPO
+
+    def last_model(*cases: Case) -> bytes:
+        command = [sys.executable, "-c", IN_ONE_PROCESS, *(c.id for c in cases)]
+        return subprocess.run(command, cwd=REPO, capture_output=True, check=True, timeout=600).stdout
+
+    other = Case(input_size=4, hidden_size=2, num_layers=2, bidirectional=True)
+    assert last_model(DENSE) != last_model(other, DENSE)

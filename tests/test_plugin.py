@@ -76,7 +76,7 @@ def test_k_selects_by_readable_id(suite) -> None:
     ("args", "message"),
     [
         (["--backends", "tensorflow"], "unknown backend(s): tensorflow. Valid families: "),
-        (["--tier", "huge"], "unknown tier 'huge'; valid tiers: smoke, pairwise, full"),
+        (["--tier", "huge"], "unknown tier 'huge'; valid tiers: smoke, pairwise, triples, full"),
         (["--device", "tpu"], "unknown device 'tpu'; valid devices: cpu, cuda, all"),
         (["--precision", "fast"], "unknown mode 'fast'; valid: strict, default"),
         (["--case", "I4H8-nonsense"], "not a case id: 'I4H8-nonsense'"),

@@ -13,7 +13,7 @@ pytest.importorskip("torch")
 
 import torch
 
-from backends.torch_compiled import MAX_CELLS_ENV, CompiledTorchGru, cells
+from backends.torch_compiled import MAX_CELLS_ENV, CompiledTorchGru, cells, first_call
 from conformance.case import Case
 from conformance.engine import check, check_backward
 from conformance.verdict import Verdict
@@ -45,7 +45,7 @@ def test_new_weights_reuse_the_graph_and_another_shape_recompiles() -> None:
     assert check(backend, TINY).verdict == Verdict.PASS
     assert check(backend, Case(**{**TINY.as_dict(), "seed": 1})).verdict == Verdict.PASS
     assert len(backend.log.graphs) == 1 and backend.log.graphs[0].calls == 2
-    other = Case(**{**TINY.as_dict(), "export_shape": "other"})  # first called at batch 4, seq_len 4
+    other = Case(**{**TINY.as_dict(), "export_shape": "other"})  # first called at batch 4, seq_len 7
     assert check(backend, other).verdict == Verdict.PASS
     first, export_shape = backend.log.graphs  # a graph for the export shape; the run shape's guards pass again
     assert export_shape.calls == 1 and first.calls == 3
@@ -90,8 +90,18 @@ def test_packed_input_is_not_compiled_and_dynamo_is_quoted() -> None:
 
 def test_cases_beyond_the_cell_budget_are_not_run_and_say_why(monkeypatch: pytest.MonkeyPatch) -> None:
     long = Case(input_size=2, hidden_size=3, num_layers=3, bidirectional=True, seq_len=260)
-    assert cells(long) == 1560 and cells(Case(**{**TINY.as_dict(), "export_shape": "other"})) == 4
+    assert cells(long) == 1560 and cells(Case(**{**TINY.as_dict(), "export_shape": "other"})) == 7  # first call T7
     reason = CompiledTorchGru().supports(long)
     assert reason is not None and "1560 GRU cells" in reason and "not a refusal of torch" in reason
     monkeypatch.setenv(MAX_CELLS_ENV, "2000")
     assert CompiledTorchGru().supports(long) is None
+
+
+def test_the_first_call_of_a_traced_elsewhere_case_is_at_its_trace_shape() -> None:
+    """`xother` compiles first at (4, 7), `xdegenerate` at (1, 1): a packed batch there can only be full."""
+    packed = Case(input_size=2, hidden_size=3, batch=3, seq_len=5, lengths="unsorted")
+    other = first_call(Case(**{**packed.as_dict(), "export_shape": "other"}))
+    degenerate = first_call(Case(**{**packed.as_dict(), "export_shape": "degenerate"}))
+    assert (other.batch, other.seq_len, other.lengths, other.export_shape) == (4, 7, "unsorted", "same")
+    assert (degenerate.batch, degenerate.seq_len, degenerate.lengths) == (1, 1, "full")
+    assert cells(Case(**{**packed.as_dict(), "export_shape": "degenerate"})) == 5  # the run's 5 steps

@@ -16,7 +16,15 @@ import numpy as np
 from backends.onnx.model_source import INSTALL_HINT, ModelSource
 from backends.onnx.runtime import Runner, Runtime
 from conformance.case import Case
-from conformance.contract import Availability, BaseBackend, Refusal, first_line, refusal_reason, smallest_case_runs
+from conformance.contract import (
+    Availability,
+    BaseBackend,
+    Build,
+    Refusal,
+    first_line,
+    refusal_reason,
+    smallest_case_runs,
+)
 from conformance.data import GruOutput, Inputs, Weights
 from conformance.forms import Form
 
@@ -95,6 +103,13 @@ class OnnxColumn(BaseBackend):
     def prepare(self, cases: list[Case]) -> None:
         """Let the source build every model these cases need, before the first `run`."""
         self.source.prepare(cases)
+
+    def plan(self, cases: list[Case]) -> list[Build]:
+        """The source's builds (a column shares its exporter's builds with the other runtimes)."""
+        return self.source.plan(cases)
+
+    def recorded(self) -> list[Build]:
+        return self.source.recorded()
 
     def run(self, case: Case, weights: Weights, inputs: Inputs) -> GruOutput:
         prepared = self.source.prepared(case, weights)

@@ -1,11 +1,11 @@
-"""Exported models by structural signature: memory, then disk, then an export in a fresh interpreter.
+"""Exported models by structural signature: memory, then disk, then an export in an isolated process.
 
 Why isolated: the torch.export-based exporter keeps state between calls (node
-names and even use counts of shape nodes change after other exports in the same
-process; `tests/test_onnx_export.py::test_dynamo_export_is_the_same_first_or_after_others`
-checks that ours don't), so every export runs in a fresh process, started as
-`python -m <the exporter's module> CASE_ID CACHE_ROOT`. A pool of such processes
-also runs exports in parallel.
+names, use counts of shape nodes, even whether an axis stays dynamic change after
+other exports in the same process; `tests/test_onnx_export.py` checks that ours don't),
+so every export runs in a process that has exported nothing before: a child forked
+from a warm exporter server (`backends.onnx.export_pool`), which has imported torch
+and the exporter once. A pool of such servers runs exports in parallel.
 
 Why one model per signature serves every case: exports take the weights as graph
 inputs (see `backends.onnx.source_torch`), so the store keys them by structure only.
@@ -14,6 +14,7 @@ The store knows an exporter only by its name and worker module; it imports no so
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -23,10 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from backends.onnx import export_pool
+from conformance import progress
+from conformance.cache import IN_MEMORY, Lru
+from conformance.cache import cache_root as _core_cache_root
 from conformance.case import Case
 from conformance.contract import UnsupportedCase
 
-CACHE_ENV = "GRU_CONFORMANCE_CACHE"
 FORMAT_VERSION = 1  # bump when what is stored (or how it is made) changes
 REPO = Path(__file__).resolve().parents[2]
 
@@ -43,21 +47,22 @@ class Exporter(Protocol):
 
 def cache_root() -> Path:
     """`$GRU_CONFORMANCE_CACHE` or `<repo>/.cache` (gitignored); ONNX models live under `onnx/`."""
-    env = os.environ.get(CACHE_ENV)
-    return Path(env) if env else REPO / ".cache"
+    return _core_cache_root()
+
+
+@functools.cache
+def _installed(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "absent"
 
 
 def versions() -> dict[str, str]:
-    """The library versions an exported model depends on; part of every cache key."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for package in ("torch", "onnx", "onnxscript"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            found[package] = "absent"
-    return found
+    """The library versions an exported model depends on; part of every cache key (read once per process)."""
+    return {package: _installed(package) for package in ("torch", "onnx", "onnxscript")}
 
 
 @dataclass(frozen=True)
@@ -74,7 +79,11 @@ class Signature:
         return cls(exporter, case.structure, case.enforce_sorted, case.export_dims)
 
     def export_case(self, case: Case) -> Case:
-        """The case the model is traced at: same structure, run at the export dims, fixed seed."""
+        """The data the model is traced with: same structure, at the export dims, fixed seed.
+
+        A packed batch traced at batch 1 or seq_len 1 can only hold full lengths, so its case
+        says `full`; the traced module still takes the signature's `enforce_sorted`.
+        """
         batch, seq_len = self.export_dims
         lengths = "dense" if case.lengths == "dense" else ("sorted" if case.enforce_sorted else "unsorted")
         if lengths != "dense" and (batch < 2 or seq_len < 2):
@@ -110,16 +119,21 @@ class ExportedModel:
     export_s: float = 0.0
 
 
-def _export_isolated(exporter: Exporter, sig: Signature, case: Case, root: Path) -> ExportedModel:
-    """Export in a fresh interpreter (`python -m <worker_module>`), which saves it; load the result.
+def _worker_env() -> dict[str, str]:
+    return os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
 
-    A subprocess, not multiprocessing: spawn/forkserver re-import the caller's
+
+def _export_isolated(exporter: Exporter, sig: Signature, case: Case, root: Path) -> ExportedModel:
+    """Export in a fresh interpreter (`python -m <worker_module> CASE_ID ROOT`), which saves it; load the result.
+
+    The reference the pool is measured against (an export in a process that never exported
+    before). A subprocess, not multiprocessing: spawn/forkserver re-import the caller's
     `__main__`, which breaks any unguarded script that happens to trigger an export.
     """
     import subprocess
     import sys
 
-    env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    env = _worker_env()
     command = [sys.executable, "-m", exporter.worker_module, case.id, str(root)]
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, check=False)
     model = ModelStore(root)._load(sig)
@@ -148,7 +162,7 @@ class ModelStore:
     def __init__(self, root: Path | None = None, workers: int | None = None) -> None:
         self._root = root
         self.workers = workers or max(1, min(2, os.cpu_count() or 1))
-        self.memory: dict[str, ExportedModel] = {}
+        self.memory: Lru[str, ExportedModel] = Lru(IN_MEMORY)
         self.stats = ExportStats()
 
     @property
@@ -181,6 +195,23 @@ class ModelStore:
         tmp.write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8")
         tmp.replace(meta_path)
 
+    def has(self, sig: Signature) -> bool:
+        """Whether the store holds this signature (memory or disk), without loading it."""
+        return sig.key() in self.memory or self._paths(sig)[0].exists()
+
+    def recorded(self, exporter: str) -> list[tuple[str, float, float]]:
+        """(key, steps traced, export seconds) of every model of this exporter on disk, any versions."""
+        found = []
+        for meta_path in sorted((self.root / exporter).glob("*.json")):
+            try:
+                meta = json.loads(meta_path.read_text(encoding="utf-8"))
+                sig = meta["signature"]
+                steps = sig["export_dims"][1] * sig["structure"][2] * (2 if sig["structure"][3] else 1)
+                found.append((meta_path.stem, float(steps), float(meta["export_s"])))
+            except (OSError, ValueError, KeyError, IndexError, TypeError):
+                continue
+        return found
+
     def cached(self, sig: Signature) -> ExportedModel | None:
         key = sig.key()
         if key not in self.memory:
@@ -203,28 +234,35 @@ class ModelStore:
         return found
 
     def prepare(self, exporter: Exporter, cases: Iterable[Case]) -> None:
-        """Export every missing signature of `cases`, in parallel fresh processes."""
+        """Export every missing signature of `cases`, in parallel isolated processes, showing progress."""
         todo: dict[Signature, Case] = {}
+        seen: set[Signature] = set()
         for case in cases:
             sig = Signature.of(exporter.name, case)
-            if sig not in todo and self.cached(sig) is None:
-                todo[sig] = case
+            if sig not in seen:
+                seen.add(sig)
+                if self.cached(sig) is None:
+                    todo[sig] = case
         if todo:
-            self._export_many(exporter, todo)
+            self._export_many(exporter, todo, cached=len(seen) - len(todo))
 
-    def _export_many(self, exporter: Exporter, todo: dict[Signature, Case]) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
+    def _export_many(self, exporter: Exporter, todo: dict[Signature, Case], cached: int = 0) -> None:
         started = time.perf_counter()
         root = self._root or cache_root()
-        with ThreadPoolExecutor(min(self.workers, len(todo))) as pool:
-            futures = {sig: pool.submit(_export_isolated, exporter, sig, case, root) for sig, case in todo.items()}
-            for sig, future in futures.items():
-                model = future.result()
+        by_id = {case.id: (sig, case) for sig, case in todo.items()}
+        with progress.task(f"export ({exporter.name})", len(todo), f"{cached} cached") as task:
+
+            def done(case_id: str, status: int, tail: str) -> None:
+                sig, _ = by_id[case_id]
+                model = self._load(sig)
+                if status != 0 or model is None:  # the export process itself died (e.g. a segfault)
+                    model = ExportedModel(sig.key(), sig.exporter, "unsupported", f"export process failed: {tail}")
+                    self.save(sig, model)  # a crashed export's refusal is cached too: no retry storm
                 self.stats.add(model)
-                if self._load(sig) is None:
-                    self.save(sig, model)  # a crashed worker's refusal is cached too: no retry storm
                 self.memory[sig.key()] = model
+                task.step(case_id, ok=status == 0)
+
+            export_pool.run_pool(exporter.worker_module, root, by_id, self.workers, _worker_env(), REPO, done)
         self.stats.wall_s += time.perf_counter() - started
 
     def get(self, exporter: Exporter, case: Case) -> ExportedModel:

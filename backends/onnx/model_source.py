@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from conformance.case import Case
-from conformance.contract import Availability, Refusal
+from conformance.contract import Availability, Build, Refusal
 from conformance.data import Weights
 from conformance.forms import PYTORCH, Form
 
@@ -75,4 +75,12 @@ class ModelSource(ABC):
 
     def cached_facts(self) -> list[dict[str, Any]]:
         """Facts of models made by earlier runs (the report asks before anything ran)."""
+        return []
+
+    def plan(self, cases: list[Case]) -> list[Build]:
+        """The models these cases need that take building ahead (exports), cached or not; none by default."""
+        return []
+
+    def recorded(self) -> list[Build]:
+        """The models this source has cached, with what making each took (the plan's estimates)."""
         return []

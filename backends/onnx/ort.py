@@ -23,6 +23,7 @@ import numpy as np
 
 from backends.onnx.model_source import Prepared
 from backends.onnx.runtime import OUTPUTS, Runtime
+from conformance.cache import IN_MEMORY, Lru
 from conformance.case import Case
 from conformance.contract import Availability, Refusal, UnsupportedCase, first_line
 
@@ -87,7 +88,7 @@ class OrtRunner:
     def __init__(self, provider: str, provider_options: dict[str, str] | None = None) -> None:
         self.provider = provider
         self.provider_options = provider_options or {}
-        self.sessions: dict[str, Any] = {}
+        self.sessions: Lru[str, Any] = Lru(IN_MEMORY)
         self.created = 0
         self.create_s = 0.0
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from backends.onnx.model_source import Prepared
 from backends.onnx.runtime import OUTPUTS, Runtime
+from conformance.cache import IN_MEMORY, Lru
 from conformance.contract import UnsupportedCase, first_line
 
 
@@ -18,7 +19,7 @@ class ReferenceRunner:
     """onnx.reference.ReferenceEvaluator, one per model; weights are fed as inputs."""
 
     def __init__(self) -> None:
-        self.evaluators: dict[str, Any] = {}
+        self.evaluators: Lru[str, Any] = Lru(IN_MEMORY)
 
     def run(self, prepared: Prepared, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         from onnx.reference import ReferenceEvaluator

@@ -27,7 +27,7 @@ from backends.onnx import export_store
 from backends.onnx.export_store import ExportedModel, ModelStore, Signature, versions
 from backends.onnx.model_source import INSTALL_HINT, ModelSource, Prepared
 from conformance.case import Case
-from conformance.contract import Availability, first_line
+from conformance.contract import Availability, Build, first_line
 from conformance.data import Weights
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -92,7 +92,12 @@ def weights_to_inputs(proto: Any, canonical: list[str]) -> dict[str, str]:
     return found
 
 
-def _module(case: Case) -> Any:
+def trace_units(sig: Signature, case: Case) -> float:
+    """The size of an export for the plan: steps traced (seq_len x layers x directions at the trace shape)."""
+    return float(sig.export_dims[1] * case.num_layers * case.num_directions)
+
+
+def _module(case: Case, enforce_sorted: bool) -> Any:
     """The user-shaped model: nn.GRU, behind pack_padded_sequence/pad_packed_sequence when lengths vary."""
     import torch
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -113,9 +118,7 @@ def _module(case: Case) -> Any:
             if not case.packed:
                 return self.gru(x, h0)
             time_axis = 1 if case.batch_first else 0
-            packed = pack_padded_sequence(
-                x, rest.pop(0), batch_first=case.batch_first, enforce_sorted=case.enforce_sorted
-            )
+            packed = pack_padded_sequence(x, rest.pop(0), batch_first=case.batch_first, enforce_sorted=enforce_sorted)
             out, h_n = self.gru(packed, h0)
             out, _ = pad_packed_sequence(out, batch_first=case.batch_first, total_length=x.shape[time_axis])
             return out, h_n
@@ -168,6 +171,19 @@ class TorchExportSource(ModelSource):
     def cached_facts(self) -> list[dict[str, Any]]:
         return self.models.cached_facts(self.name)
 
+    def plan(self, cases: list[Case]) -> list[Build]:
+        """One export per signature (structure, sorting, trace shape); cached when the store holds it."""
+        builds: dict[str, Build] = {}
+        for case in cases:
+            sig = Signature.of(self.name, case)
+            key = sig.key()
+            if key not in builds:
+                builds[key] = Build(f"export ({self.name})", key, self.models.has(sig), trace_units(sig, case))
+        return list(builds.values())
+
+    def recorded(self) -> list[Build]:
+        return [Build(f"export ({self.name})", k, True, u, s) for k, u, s in self.models.recorded(self.name)]
+
     def export(self, sig: Signature, case: Case) -> ExportedModel:
         """Export in this process (the store's worker calls it in a fresh one). Any error becomes `unsupported`."""
         import onnx
@@ -188,7 +204,7 @@ class TorchExportSource(ModelSource):
             args.append(torch.as_tensor(inputs.lengths))
         started = time.perf_counter()
         try:
-            proto = self.to_onnx(_module(ecase), tuple(args), names, ecase)
+            proto = self.to_onnx(_module(ecase, sig.enforce_sorted), tuple(args), names, ecase)
             weight_inputs = weights_to_inputs(proto, param_names(ecase))
             onnx.checker.check_model(proto)
         except Exception as error:  # the exporter's refusal is a result: quote it
@@ -206,13 +222,35 @@ class TorchExportSource(ModelSource):
         )
 
 
+# Exported once per server, in a throwaway child, to learn which modules the exporter loads lazily.
+_DISCOVERY = (Case(2, 3, batch=2, seq_len=3), Case(2, 3, initial_state=True, lengths="unsorted", batch=3, seq_len=4))
+
+
 def worker_main(source: TorchExportSource, argv: list[str]) -> int:
-    """`python -m <source module> CASE_ID CACHE_ROOT`: one export, saved to the cache, quietly."""
+    """`python -m <source module> CASE_ID CACHE_ROOT`: one export, saved to the cache, quietly.
+
+    `python -m <source module> --serve CACHE_ROOT`: a warm export server (`backends.onnx.export_pool`).
+    """
     import contextlib
     import logging
     import os
     import warnings
 
+    if argv[0] == "--serve":
+        from backends.onnx import export_pool
+
+        server_root = Path(argv[1])
+
+        def export_one(case_id: str) -> None:
+            case = Case.from_id(case_id)
+            sig = Signature.of(source.name, case)
+            ModelStore(server_root).save(sig, source.export(sig, case))
+
+        def discover() -> None:
+            for case in _DISCOVERY:
+                source.export(Signature.of(source.name, case), case)
+
+        return export_pool.serve(export_one, discover, export_pool.preload_path(server_root, source.name, versions()))
     case_id, root = argv
     case = Case.from_id(case_id)
     sig = Signature.of(source.name, case)
