@@ -351,11 +351,11 @@ def test_a_narrow_backend_is_checked_on_the_default_tier_and_its_bug_is_caught(s
     assert "fails exactly when batch_first = True and initial_state = True" in run.stdout
     records = list(read_records(tmp_path / "results.jsonl"))
     (cov,) = [r for r in records if r["kind"] == "coverage"]
-    assert cov["covered"] == len(cov["space"]) == 219 and cov["checked"] > 0
+    assert cov["covered"] == len(cov["space"]) == 239 and cov["checked"] > 0
     correct = suite("--backend-module", "planted_backends:narrow", "--backends", "planted-narrow", "--no-report")
     assert correct.returncode == 0, correct.stdout[-3000:]
     (row,) = _rows(correct.stdout, "planted-narrow[cpu]")
-    assert "219/219" in row
+    assert "239/239" in row
 
 
 @pytest.mark.e2e

@@ -148,7 +148,7 @@ def test_plan_option_prints_the_plan_and_runs_nothing(suite, tmp_path: Path) -> 
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     shard = len(_shard_ids("full", 3, 8))
     assert f"cases {shard}; results {shard}" in run.stdout
-    assert "GRU conformance plan: tier full, shard 3/8" in run.stdout and "estimated:" in run.stdout
+    assert "GRU conformance estimate: tier full, shard 3/8" in run.stdout and "estimated:" in run.stdout
     assert "torch[cpu]" in run.stdout and "collected" not in run.stdout
     assert not (Path(__file__).resolve().parent.parent / "x.jsonl").exists()  # no results file: nothing ran
 

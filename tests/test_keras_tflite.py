@@ -109,6 +109,9 @@ def test_the_new_stacks_are_unsupported_for_backward_with_the_reason() -> None:
     try:
         for local in [*tensorflow_backends(), *torch_backends(), *tflite.backends()]:
             result = check_backward(in_worker(local), case)
+            if result.verdict == Verdict.SKIPPED:  # tflite/tf-ops: unavailable here (no Flex delegate)
+                assert "smallest case" in result.reason, (local.name, result.reason)
+                continue
             assert result.verdict == Verdict.UNSUPPORTED, (local.name, result.verdict, result.reason)
             assert "does not differentiate" in result.reason, (local.name, result.reason)
     finally:
@@ -129,13 +132,16 @@ def test_the_new_stacks_earn_their_verdicts_with_their_reasons(suite, tmp_path: 
     assert (
         "Some ops are not supported by the native TFLite runtime" in got[F64_SORTED, "tflite/builtins[cpu]"]["reason"]
     )
-    assert "Lowering tensor list ops is failed" in got[F32_OTHER_SHAPE, "tflite/builtins[cpu]"]["reason"]
-    assert all(  # no Flex delegate in LiteRT's or TensorFlow's Python interpreter
-        "Flex delegate" in got[case, "tflite/tf-ops[cpu]"]["reason"] for case in EXPECTED
+    # converted at the trace shape (batch 4, seq_len 7) with static shapes, then resized to the run shape:
+    # LiteRT refuses to prepare the resized model
+    assert "the LiteRT interpreter refuses" in got[F32_OTHER_SHAPE, "tflite/builtins[cpu]"]["reason"]
+    assert all(  # no Flex delegate in LiteRT's Python interpreter: the column is unavailable, quoting it
+        got[case, "tflite/tf-ops[cpu]"]["verdict"] == "skipped" and "Flex" in got[case, "tflite/tf-ops[cpu]"]["reason"]
+        for case in EXPECTED
     ), [got[case, "tflite/tf-ops[cpu]"]["reason"] for case in EXPECTED]
     notes = {r["backend"]: r["notes"] for r in records if r["kind"] == "backend"}
     assert notes["keras-torch[cpu]"]["worker_process"]["env"]["KERAS_BACKEND"] == "torch"
-    assert "SELECT_TF_OPS" in notes["tflite/tf-ops[cpu]"]["converter"]
+    assert "converter" in notes["tflite/builtins[cpu]"]  # tf-ops is unavailable here: no notes to describe
     assert notes["keras-tensorflow[cpu]"]["keras_backend"] == "tensorflow"
 
 
