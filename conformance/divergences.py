@@ -195,27 +195,26 @@ def _check_name(where: schema.Where, value: Any, field: str) -> str:
     return pattern
 
 
+def _case_values(where: schema.Where, raw: dict[str, Any], key: str) -> dict[str, tuple[Any, ...]]:
+    """`when` or `unless`: case field -> the values it matches, each field and value checked."""
+    table = schema.table(where, raw.get(key, {}), key, "a table of case field = [values]")
+    values_of = {}
+    for name, values in table.items():
+        if name not in CASE_FIELDS:
+            raise where.fail(f"'{key}' names unknown case field(s) {name}; valid: {', '.join(sorted(CASE_FIELDS))}")
+        values_of[name] = tuple(
+            schema.list_of(where, values, f"{key}.{name}", _field_value(name), f"a non-empty list of {name} values")
+        )
+    return values_of
+
+
 def _entry(where: schema.Where, raw: dict[str, Any], variants: Collection[str] | None) -> Divergence:
     schema.check_keys(where, raw, ENTRY_KEYS, required=("id", "backends", "reason"))
     backends = schema.list_of(
         where, raw["backends"], "backends", _pattern, 'a non-empty list of backend-name patterns, e.g. ["onnx-*"]'
     )
-    when_table = schema.table(where, raw.get("when", {}), "when", "a table of case field = [values]")
-    when = {}
-    for name, values in when_table.items():
-        if name not in CASE_FIELDS:
-            raise where.fail(f"'when' names unknown case field(s) {name}; valid: {', '.join(sorted(CASE_FIELDS))}")
-        when[name] = tuple(
-            schema.list_of(where, values, f"when.{name}", _field_value(name), f"a non-empty list of {name} values")
-        )
-    unless_table = schema.table(where, raw.get("unless", {}), "unless", "a table of case field = [values]")
-    unless = {}
-    for name, values in unless_table.items():
-        if name not in CASE_FIELDS:
-            raise where.fail(f"'unless' names unknown case field(s) {name}; valid: {', '.join(sorted(CASE_FIELDS))}")
-        unless[name] = tuple(
-            schema.list_of(where, values, f"unless.{name}", _field_value(name), f"a non-empty list of {name} values")
-        )
+    when = _case_values(where, raw, "when")
+    unless = _case_values(where, raw, "unless")
     check = schema.text(where, raw.get("check", ORACLE_CHECK), "check", '"oracle" or "invariant:<name>"')
     if check != ORACLE_CHECK and not check.startswith(INVARIANT_PREFIX):
         raise where.expected("check", '"oracle" or "invariant:<name>" (conformance/invariants.py)', check)

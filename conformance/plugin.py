@@ -156,6 +156,12 @@ class ConformanceRun:
         self.prepare_s += time.perf_counter() - started
         return problems
 
+    def describe_once(self, backend: Backend) -> None:
+        """The backend record before its first result (whichever check comes first), once per process."""
+        if backend.name not in self.described:
+            self.described.add(backend.name)
+            self.describe(backend)
+
     def describe(self, backend: Backend) -> None:
         """The backend record, once per backend: availability and notes, whatever the adapter does."""
         tried = capture(lambda: backend.availability())
@@ -194,9 +200,7 @@ class ConformanceRun:
         happens. `quantity` forward checks the outputs (`engine.check`), backward the gradients (`check_backward`).
         Both run the plan's tests; a probe of a declared refusal is attempted by the forward check (the library's
         refusal to run the case is what confirms it), and the backward check of that pair reports the refusal."""
-        if backend.name not in self.described:
-            self.described.add(backend.name)
-            self.describe(backend)
+        self.describe_once(backend)
         probe = self.tests.probe(backend.name, case.id) if quantity == FORWARD else None
         try:
             if quantity == BACKWARD:
@@ -245,9 +249,7 @@ class ConformanceRun:
 
     def check_invariant(self, backend: Backend, case: Case, invariant: invariant_checks.Invariant) -> Result:
         """One invariant of one (backend, case), recorded as a result whose `check` is `invariant:<name>`."""
-        if backend.name not in self.described:
-            self.described.add(backend.name)
-            self.describe(backend)
+        self.describe_once(backend)
         result = invariant_checks.check(
             backend,
             case,
