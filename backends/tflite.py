@@ -28,12 +28,14 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from backends import keras_common
 from backends.converters import keras_gru as conv
+from backends.flatbuffer_store import FlatbufferStore, model_key
 from conformance.case import Case
 from conformance.contract import (
     Availability,
@@ -77,6 +79,11 @@ class TfliteGru(BaseBackend):
     _layers: dict[tuple[Any, ...], list[Any]] = field(default_factory=dict, repr=False)
     facts: dict[str, Any] = field(default_factory=lambda: {"conversions": 0, "convert_s": 0.0}, repr=False)
     _whole: Availability | None = field(default=None, repr=False)  # does LiteRT run this conversion at all?
+    store_root: Path | None = None  # default `<cache>/tflite`
+
+    @property
+    def store(self) -> FlatbufferStore:
+        return FlatbufferStore(self.store_root)
 
     @property
     def name(self) -> str:
@@ -127,7 +134,8 @@ class TfliteGru(BaseBackend):
             "by the signature runner",
             "precision": {"mode": self.precision, "note": "TFLite has no TF32; XNNPACK runs float32 in float32"},
             "variable_lengths": "a (B,T) bool mask input passed to each layer as Keras's mask",
-            "converted_per_case": "yes: weights are constants, so each case is one conversion",
+            "converted_per_case": "yes: weights are constants, so each case is one conversion, kept in "
+            f"{self.store.root} (keyed by the weights, structure, trace shape, versions and adapter sources)",
         }
 
     def layers(self, case: Case) -> list[Any]:
@@ -136,7 +144,25 @@ class TfliteGru(BaseBackend):
         return self._layers[case.structure]
 
     def flatbuffer(self, case: Case, weights: Weights) -> bytes:
-        """The case's model, weights baked in, as the converter writes it; UnsupportedCase if it refuses."""
+        """The case's model, weights baked in, as the converter writes it; UnsupportedCase if it refuses.
+        From the store when an earlier run converted the same model (`backends.flatbuffer_store`)."""
+        parts = {"conversion": self.conversion, "structure": case.structure, "trace": case.export_dims}
+        key = model_key(parts, weights.tensors)
+        stored = self.store.load(self.conversion, key)
+        if stored is None:
+            try:
+                stored = self.convert(case, weights)
+            except UnsupportedCase as refusal:
+                stored = str(refusal)
+            self.store.save(self.conversion, key, stored)
+        else:
+            self.facts["loaded"] = self.facts.get("loaded", 0) + 1
+        if isinstance(stored, str):
+            raise UnsupportedCase(stored)
+        return stored
+
+    def convert(self, case: Case, weights: Weights) -> bytes:
+        """Trace the layers with the weights as constants and convert; UnsupportedCase quoting the converter."""
         import time
 
         import tensorflow as tf

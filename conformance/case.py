@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, fields
+from functools import cached_property
 from typing import Any, Literal
 
 Lengths = Literal["dense", "sorted", "unsorted", "full", "zero"]
@@ -154,7 +155,7 @@ class Case:
             self.dtype,
         )
 
-    @property
+    @cached_property  # asked millions of times while a covering tier is planned
     def id(self) -> str:
         return "-".join(
             [

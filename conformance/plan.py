@@ -28,6 +28,7 @@ from conformance import accounting, sharding
 from conformance.case import Case
 from conformance.contract import Backend, Refusal, StaticCapabilities
 from conformance.coverage import Space, steps
+from conformance.out_of_process.proxy import WorkerBackend
 
 # The tiers that promise coverage, and of what strength (2: every value pair). Each backend gets
 # its own cover on these; a strength-3 tier adds itself here with 3.
@@ -188,6 +189,9 @@ def build(
     supports: dict[str, np.ndarray] = {}
     rows = np.full(len(cases), -1, dtype=np.int64)
     if space is not None:
+        for backend in backends:
+            if isinstance(backend, WorkerBackend):  # asked in batches, not one round trip per case of the space
+                backend.supports_many(space.cases)
         supports = {b.name: space.supported(supports_of(b)) for b in backends}
         rows = space.positions(cases)
         # Narrowest space first: its extras tend to lie in the wider spaces too, which then reuse them.

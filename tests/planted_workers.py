@@ -159,3 +159,21 @@ def dies_at_start() -> Iterator[InWorker]:
 def abort_at_start() -> Iterator[InWorker]:
     os.abort()
     yield InWorker()  # never reached
+
+
+@dataclass
+class Picky(InWorker):
+    """Refuses bidirectional cases (naming the case) and raises in `supports` for batch-first float16 ones:
+    the batched `supports` must answer exactly as one request per case does, broken answers included."""
+
+    family: str = "planted-picky"
+    factory: str = "planted_workers:picky"
+
+    def supports(self, case: Case) -> str | None:
+        if case.batch_first and case.dtype == "float16":
+            raise RuntimeError(f"planted: supports broke on {case.id}")
+        return f"planted: no bidirectional GRU ({case.num_layers} layers)" if case.bidirectional else None
+
+
+def picky() -> Iterator[InWorker]:
+    yield Picky()

@@ -161,3 +161,49 @@ def test_a_tflite_conversion_litert_cannot_run_at_all_is_unavailable_quoting_it(
     builtins = next(a for name, a in found.items() if "builtins" in name)
     assert not tf_ops.available and "Select TensorFlow op" in tf_ops.reason, tf_ops
     assert builtins.available, builtins
+
+
+def test_a_conversion_is_keyed_by_everything_it_depends_on() -> None:
+    import numpy as np
+
+    from backends.flatbuffer_store import model_key
+    from conformance.data import case_data
+
+    case = Case.from_id(BI_SORTED)
+    weights, _ = case_data(case)
+    parts = {"conversion": "builtins", "structure": case.structure, "trace": case.export_dims}
+    key = model_key(parts, weights.tensors)
+    assert key == model_key(dict(parts), {k: v.copy() for k, v in weights.tensors.items()})  # deterministic
+    nudged = dict(weights.tensors)
+    name = sorted(nudged)[0]
+    nudged[name] = np.nextafter(nudged[name], np.inf)  # one ulp on every element of one tensor
+    assert model_key(parts, nudged) != key  # other weights never load this model
+    assert model_key({**parts, "trace": (4, 7)}, weights.tensors) != key
+    assert model_key({**parts, "conversion": "tf-ops"}, weights.tensors) != key
+
+
+@needs_tensorflow
+def test_a_later_run_loads_the_stored_flatbuffer_instead_of_converting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker inherits the cache root; a second worker finds the model the first converted (its file is not
+    rewritten), and the stored file is really what runs: a damaged one makes the case fail, not convert again."""
+    from backends import tflite
+
+    monkeypatch.setenv("GRU_CONFORMANCE_CACHE", str(tmp_path))
+    case = Case.from_id(BI_SORTED)
+    builtins = next(local for local in tflite.backends() if local.conversion == "builtins")
+    try:
+        assert check(in_worker(builtins), case).verdict == Verdict.PASS
+        stored = {p: p.stat().st_mtime_ns for p in (tmp_path / "tflite" / "builtins").glob("*.tflite")}
+        assert stored  # the smallest case (availability) and this one
+        close_all()
+        assert check(in_worker(builtins), case).verdict == Verdict.PASS
+        assert {p: p.stat().st_mtime_ns for p in stored} == stored  # loaded, not converted and rewritten
+        close_all()
+        for path in stored:
+            path.write_bytes(b"not a flatbuffer")
+        damaged = check(in_worker(builtins), case)
+        assert damaged.verdict in (Verdict.ERROR, Verdict.UNSUPPORTED), damaged
+    finally:
+        close_all()

@@ -246,3 +246,58 @@ def test_the_suite_completes_past_planted_crashes_and_hangs(suite, tmp_path: Pat
         if bidirectional:
             assert ("SIGABRT" if r["backend"].startswith("planted-abort") else "time limit of 3 s") in r["reason"]
             assert "--case-timeout 3" in r["rerun"]
+
+
+# --- supports, asked in batches ------------------------------------------------------------------
+
+
+def _count_requests(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    asked: list[str] = []
+    real = WorkerBackend._ask
+
+    def counting(self, op, **fields):  # type: ignore[no-untyped-def]
+        asked.append(op)
+        return real(self, op, **fields)
+
+    monkeypatch.setattr(WorkerBackend, "_ask", counting)
+    return asked
+
+
+def test_supports_many_answers_as_one_request_per_case_does_in_few_requests(monkeypatch: pytest.MonkeyPatch) -> None:
+    from conformance.matrix import load
+    from conformance.plan import space
+
+    every = space(load(), 0).cases  # the matrix's whole space: what the plan asks of each backend
+    asked = _count_requests(monkeypatch)
+    batched = proxy(planted_workers.picky)
+    answers = batched.supports_many(every)
+    requests = len(asked)
+    assert requests == -(-len(every) // 5000), requests  # one per 5000 cases
+    sample = every[:: max(1, len(every) // 300)]
+    one_by_one = proxy(planted_workers.picky)  # a fresh proxy: nothing remembered
+    expected = [one_by_one.supports(c) for c in sample]
+    assert [answers[every.index(c)] for c in sample] == expected
+    assert any(a is not None and "bidirectional" in a for a in answers) and None in answers
+    asked.clear()
+    assert [batched.supports(c) for c in sample] == expected
+    assert asked == []  # remembered, the raised ones included
+
+
+def test_a_supports_that_raises_in_a_batch_still_reaches_the_next_run_as_an_error() -> None:
+    case = Case.from_id("I5H6-L1-uni-bf-bias-h0-B3T5-dense-float16-xsame-s0")
+    backend = proxy(planted_workers.picky)
+    assert backend.supports_many([case]) == [None]  # admitted, as a raising supports is by the plan
+    result = check(backend, case)
+    assert result.verdict == Verdict.ERROR and "planted: supports broke on" in result.reason
+
+
+def test_the_plan_asks_a_worker_backend_in_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    from conformance import plan
+    from conformance.matrix import load
+
+    asked = _count_requests(monkeypatch)
+    backend = proxy(planted_workers.picky)
+    whole = plan.space(load(), 0)
+    built = plan.build(cases("pairwise", 0), [backend], whole)
+    assert built.extras(backend.name)  # it planned extras from its own space
+    assert set(asked) == {"supports_many"} and len(asked) == -(-len(whole.cases) // 5000), asked

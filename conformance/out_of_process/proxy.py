@@ -7,6 +7,10 @@ case id, the weights and the inputs as they are (dtype and read-only flags inclu
 the worker's `GruOutput`; a dead or overrunning worker raises `WorkerFailure`, which the pipeline
 records as `error` with the message as the reason.
 
+`supports` is a pure function of the case, so its answers are kept: the plan asks it of every
+case of the matrix's space (tens of thousands), and `supports_many` answers those in a few
+requests instead of one round trip each.
+
 `availability`, `supports` and `describe` must not raise (the contract says so, and the plugin
 asks for availability outside any check). So when the worker can't answer them, the proxy keeps
 the failure and raises it from the next `run`: a worker that can't start gives `error` results
@@ -15,6 +19,7 @@ that say why, never a quiet `skipped`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +33,7 @@ from conformance.contract import (
     configure,
 )
 from conformance.data import GruOutput, Inputs, Weights
-from conformance.out_of_process.process import WorkerProcess, WorkerUnsupported, worker_for
+from conformance.out_of_process.process import WorkerProcess, WorkerRaised, WorkerUnsupported, worker_for
 from conformance.out_of_process.wire import WEIGHTS
 from conformance.time_limit import DEFAULT_SECONDS
 
@@ -36,6 +41,7 @@ from conformance.time_limit import DEFAULT_SECONDS
 # `conformance.time_limit`). Other requests (a worker's start, which imports its library, and
 # availability/supports/describe) get `process.START_TIMEOUT_S`.
 CASE_TIMEOUT_S = DEFAULT_SECONDS
+SUPPORTS_PER_REQUEST = 5000  # case ids per `supports_many` request: a few hundred KB of header
 
 
 @dataclass
@@ -46,11 +52,13 @@ class WorkerBackend:
     case_timeout_s: float = CASE_TIMEOUT_S  # 0: no limit
     _availability: Availability | None = field(default=None, repr=False)
     _pending: WorkerFailure | None = field(default=None, repr=False)  # raised by the next run
+    # case id -> the worker's answer, or the failure asking it met (kept for the next run, as without batching)
+    _supports: dict[str, str | WorkerFailure | None] = field(default_factory=dict, repr=False)
 
-    @property
-    def _backend(self) -> Backend:
+    def __post_init__(self) -> None:
+        # Checked once: a runtime Protocol check costs microseconds, and `name` is read for every test.
         assert isinstance(self.local, Backend)
-        return self.local
+        self._backend: Backend = self.local
 
     @property
     def name(self) -> str:
@@ -97,12 +105,37 @@ class WorkerBackend:
         return self._availability
 
     def supports(self, case: Case) -> str | None:
-        try:
-            reason = self._ask("supports", case=case.id)
-        except WorkerFailure as failure:
-            self._pending = failure
+        if case.id not in self._supports:
+            try:
+                reason = self._ask("supports", case=case.id)
+                self._supports[case.id] = None if reason is None else str(reason)
+            except WorkerFailure as failure:
+                if not isinstance(failure, WorkerRaised):
+                    self._pending = failure
+                    return None  # the worker died or hung: ask again next time, on a new worker
+                self._supports[case.id] = failure
+        answer = self._supports[case.id]
+        if isinstance(answer, WorkerFailure):
+            self._pending = answer
             return None
-        return None if reason is None else str(reason)
+        return answer
+
+    def supports_many(self, cases: Sequence[Case]) -> list[str | None]:
+        """`supports` of each case, asked of the worker in batches of `SUPPORTS_PER_REQUEST`."""
+        todo = list(dict.fromkeys(c.id for c in cases if c.id not in self._supports))
+        for start in range(0, len(todo), SUPPORTS_PER_REQUEST):
+            chunk = todo[start : start + SUPPORTS_PER_REQUEST]
+            try:
+                value = self._ask("supports_many", cases=chunk)
+            except WorkerFailure:
+                break  # the rest are asked one by one, which meets the failure as usual
+            reasons, raised = value["reasons"], value["raised"]
+            for case_id, i in zip(chunk, value["index"], strict=True):
+                reason = reasons[i] if i >= 0 else None
+                self._supports[case_id] = (
+                    WorkerRaised(raised[-1 - i]) if i < 0 else None if reason is None else str(reason)
+                )
+        return [self.supports(c) for c in cases]
 
     def describe(self) -> dict[str, Any]:
         facts = {**self.worker().facts(), "case_timeout_s": self.case_timeout_s}

@@ -69,6 +69,23 @@ def as_arrays(value: Any) -> dict[str, np.ndarray]:
     return {"output": np.asarray(value.output), "h_n": np.asarray(value.h_n)}
 
 
+def supports_many(backend: Backend, case_ids: list[str]) -> dict[str, Any]:
+    """`supports` of many cases: each distinct answer once (`reasons`), per case its index there, and where
+    `supports` raised, `-1 - k` for the k-th entry of `raised` (what the single request would have said)."""
+    reasons: dict[Any, int] = {}
+    raised: dict[str, int] = {}
+    index = []
+    for case_id in case_ids:
+        try:
+            found = backend.supports(Case.from_id(case_id))
+        except Exception as error:
+            index.append(-1 - raised.setdefault(reason(error, "supports"), len(raised)))
+            continue
+        key = found if found is None or isinstance(found, str) else str(found)
+        index.append(reasons.setdefault(key, len(reasons)))
+    return {"reasons": list(reasons), "index": index, "raised": list(raised)}
+
+
 def answer(backends: dict[str, Backend], header: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:
     """One reply frame for one request frame."""
     op, name = header.get("op"), header.get("backend")
@@ -86,6 +103,8 @@ def answer(backends: dict[str, Backend], header: dict[str, Any], arrays: dict[st
             return encode({"status": "ok", "value": value})
         if op == "supports":
             return encode({"status": "ok", "value": backend.supports(Case.from_id(header["case"]))})
+        if op == "supports_many":
+            return encode({"status": "ok", "value": supports_many(backend, header["cases"])})
         if op == "describe":
             return encode({"status": "ok", "value": backend.describe()})
         if op == "run":
