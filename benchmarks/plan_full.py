@@ -62,12 +62,20 @@ def select(backends: str | None) -> list[Any]:
     return selection.select(backends.split(",") if backends else None, "cpu", [], "strict")
 
 
+def job_plan(title: str, tier: str, cases: list[Any], chosen: list[Any], root: Path | None = None) -> Any:
+    """The plan of what an exhaustive job runs: forward checks (`--quantity forward`) and the tier's invariants."""
+    from conformance import estimate, invariants, matrix
+
+    applies = [i.applies for i in invariants.named(matrix.invariants(tier))]
+    return estimate.make(title, cases, chosen, root=root, quantities=("forward",), invariants=applies)
+
+
 def shard_plans(tier: str, backends: str | None, count: int) -> list[Any]:
-    from conformance import estimate, matrix, sharding
+    from conformance import matrix, sharding
 
     cases, chosen = matrix.cases(tier), select(backends)
     return [
-        estimate.make(f"{tier} shard {i}/{count}", sharding.select(cases, sharding.Shard(i, count)), chosen)
+        job_plan(f"{tier} shard {i}/{count}", tier, sharding.select(cases, sharding.Shard(i, count)), chosen)
         for i in range(1, count + 1)
     ]
 
@@ -106,11 +114,20 @@ def _run_suite(args: list[str], cache: Path) -> float:
 
 def measure(tier: str, cache: Path) -> None:
     """Run `tier` cold on `cache` and write the fitted rates to the reference timings file."""
-    from conformance import estimate
+    from conformance import estimate, matrix
 
     with tempfile.TemporaryDirectory() as tmp:
         wall = _run_suite(["--tier", tier, "--results", str(Path(tmp) / "r.jsonl")], cache)
-    print(f"cold --tier {tier} on every CPU backend: {wall:.0f} s wall")
+        print(f"cold --tier {tier} on every CPU backend: {wall:.0f} s wall")
+        # The full tier's other invariants (new batch, structure or lengths: new builds) on the full job's
+        # backends, so their "(invariants)" rate averages over every invariant that job runs.
+        _, full, backends, _, _ = next(j for j in exhaustive_jobs() if j[1] == "full")
+        others = [i for i in matrix.invariants(full) if i not in matrix.invariants(tier)]
+        if others:
+            args = ["--tier", tier, "--quantity", "forward", "--invariant", ",".join(others), "-k", "test_invariant"]
+            args += ["--results", str(Path(tmp) / "i.jsonl"), *(["--backends", backends] if backends else [])]
+            wall += _run_suite(args, cache)
+            print(f"then the full tier's other invariants ({', '.join(others)}) on its job's backends: {wall:.0f} s")
     samples: dict[str, list[tuple[float, float]]] = dict(estimate.recorded_runs(cache))
     builds: dict[str, dict[str, tuple[float, float]]] = {}  # builder -> key -> (units, seconds), columns deduplicated
     for backend in select(None):
@@ -141,14 +158,14 @@ def measure(tier: str, cache: Path) -> None:
 
 def check(shard: str, cache: Path) -> None:
     """One shard of the exhaustive job's full-tier part, cold: its wall time against the plan's estimate."""
-    from conformance import estimate, matrix, sharding
+    from conformance import matrix, sharding
 
     _, tier, backends, _, _ = next(j for j in exhaustive_jobs() if j[1] == "full")
     index, of = (int(x) for x in shard.split("/"))
     cases = sharding.select(matrix.cases(tier), sharding.Shard(index, of))
-    estimated = estimate.make("check", cases, select(backends), root=cache).total_s
+    estimated = job_plan("check", tier, cases, select(backends), root=cache).total_s
     with tempfile.TemporaryDirectory() as tmp:
-        args = ["--tier", tier, "--shard", shard, "--results", str(Path(tmp) / "r.jsonl")]
+        args = ["--tier", tier, "--shard", shard, "--quantity", "forward", "--results", str(Path(tmp) / "r.jsonl")]
         wall = _run_suite([*args, *(["--backends", backends] if backends else [])], cache)
     print(
         f"--tier {tier} --shard {shard} ({len(cases)} cases, backends {backends}): plan {estimated:.0f} s, ran {wall:.0f} s"

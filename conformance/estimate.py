@@ -11,6 +11,9 @@ building it took, and every run appends its per-result timings to
 reference timings in `conformance/declared/timings.toml`, measured on a sample by
 `benchmarks/plan_full.py --measure`. Cost grows with the steps a GRU takes, so each
 estimate is a fitted `fixed + per_unit x units`, units = seq_len x layers x directions.
+A backend's forward checks, backward checks and invariant checks cost differently (a backward
+check differentiates; an invariant runs the backend on several derived inputs), so each kind
+has its own rate (`run_name`) and the plan counts each kind's results.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -27,8 +30,9 @@ from typing import Any
 
 from conformance.cache import cache_root
 from conformance.case import Case
-from conformance.contract import Backend, Build, Planning
-from conformance.records import RESULT
+from conformance.contract import Backend, Build, Planning, backward_refusal, declared_form
+from conformance.forms import PYTORCH
+from conformance.records import BACKWARD, FORWARD, RESULT
 from conformance.verdict import Verdict
 
 REFERENCE_TIMINGS: Traversable = resources.files("conformance") / "declared" / "timings.toml"
@@ -51,8 +55,19 @@ def units(case: Case) -> float:
     return float(case.seq_len * case.num_layers * case.num_directions)
 
 
-def run_name(backend: str) -> str:
-    return f"run {backend}"
+INVARIANTS = "invariants"  # the kind of an invariant check's result (its `check` is "invariant:<name>")
+
+
+def run_name(backend: str, kind: str = FORWARD) -> str:
+    """The rate's name: `run <backend>` for forward checks, `run <backend> (backward|invariants)` otherwise."""
+    return f"run {backend}" if kind == FORWARD else f"run {backend} ({kind})"
+
+
+def kind_of(record: Mapping[str, Any]) -> str:
+    """forward, backward or invariants: which rate a result's timing belongs to."""
+    if str(record.get("check", "")).startswith("invariant:"):
+        return INVARIANTS
+    return str(record.get("quantity", FORWARD))
 
 
 @dataclass(frozen=True)
@@ -146,7 +161,7 @@ def record_results(records: Iterable[dict[str, Any]], root: Path | None = None, 
             oracle[case.id] = (units(case), seconds)
         if "backend_s" in timing and r.get("verdict") not in NOT_TIMED:
             check = sum(float(timing.get(k, 0.0)) for k in ("backend_s", "compare_s", "diagnose_s"))
-            fresh.setdefault(run_name(r["backend"]), []).append((units(case), check))
+            fresh.setdefault(run_name(r["backend"], kind_of(r)), []).append((units(case), check))
     if oracle:
         fresh[ORACLE] = list(oracle.values())
     if loop_s is not None and results:
@@ -275,17 +290,23 @@ def make(
     root: Path | None = None,
     reference: dict[str, Rate] | None = None,
     per_backend: Mapping[str, list[Case]] | None = None,
+    quantities: Sequence[str] = (FORWARD,),
+    invariants: Sequence[Callable[[Case], bool]] = (),
 ) -> Plan:
     """The plan of running `cases` on `backends`, from what the caches under `root` hold and recorded.
     `per_backend` (backend name -> its planned cases: the shared ones and its own covering extras,
-    `conformance.plan`) replaces `cases` for the backends it names."""
+    `conformance.plan`) replaces `cases` for the backends it names. `quantities` are the checks each
+    planned case gets (forward, backward); `invariants` (each invariant's `applies`) run on the shared
+    `cases` of every backend, as the run parametrizes them."""
     reference = reference_rates() if reference is None else reference
     runs = recorded_runs(root)
 
     def planned(backend: Backend) -> list[Case]:
         return list(per_backend.get(backend.name, cases)) if per_backend is not None else cases
 
-    plan = Plan(title, len(cases), sum(len(planned(b)) for b in backends))
+    invariant_checks = sum(1 for c in cases for applies in invariants if applies(c))
+    results = sum(len(planned(b)) * len(quantities) + invariant_checks for b in backends)
+    plan = Plan(title, len(cases), results)
     oracle = _rate(ORACLE, runs.get(ORACLE, []), reference)
     overhead = _rate(OVERHEAD, runs.get(OVERHEAD, []), reference)
     plan.runs.append(
@@ -302,9 +323,21 @@ def make(
         available = backend.availability().available
         mine = planned(backend)
         supported = [c for c in mine if backend.supports(c) is None] if available else []
-        rate = _rate(run_name(backend.name), runs.get(run_name(backend.name), []), reference)
-        estimate = sum(rate.estimate(units(c)) for c in supported) if rate else None
-        plan.runs.append(RunLine(backend.name, len(mine), len(supported), estimate, rate))
+        differentiates = backward_refusal(backend) is None and declared_form(backend) == PYTORCH
+        kinds: list[tuple[str, int, list[Case]]] = []
+        if FORWARD in quantities:
+            kinds.append((FORWARD, len(mine), supported))
+        if BACKWARD in quantities:
+            kinds.append((BACKWARD, len(mine), supported if differentiates else []))
+        if invariants:
+            shared = {c.id for c in cases}
+            applying = [c for c in supported if c.id in shared for applies in invariants if applies(c)]
+            kinds.append((INVARIANTS, invariant_checks, applying))
+        for kind, count, ran in kinds:
+            name = run_name(backend.name, kind)
+            rate = _rate(name, runs.get(name, []), reference)
+            estimate = sum(rate.estimate(units(c)) for c in ran) if rate else None
+            plan.runs.append(RunLine(name.removeprefix("run "), count, len(ran), estimate, rate))
         if isinstance(backend, Planning) and supported:
             for build in backend.plan(supported):
                 needed.setdefault(build.builder, {})[build.key] = build

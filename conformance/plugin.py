@@ -746,6 +746,8 @@ def pytest_collection(session: pytest.Session) -> bool | None:
         selected.cases,
         selected.backends,
         per_backend=selected.cases_of(),
+        quantities=QUANTITY_CHOICES[opt.quantity],
+        invariants=[i.applies for i in selected.invariants],
     )
     terminal = config.pluginmanager.get_plugin("terminalreporter")
     for line in made.lines():

@@ -214,14 +214,16 @@ EXHAUSTIVE = {"cpu-full": "full", "cpu-triples": "triples"}
 
 def longest_shard_wall(backends: str | None, tier: str, shards: int, cache: Path, first: int | None = None) -> float:
     """The planned wall time (s) of the slowest of `shards` shards (or of the `first` few) on a CI runner."""
-    from conformance import estimate, matrix, selection, sharding
+    from conformance import estimate, invariants, matrix, selection, sharding
 
     chosen = selection.select(backends.split(",") if backends else None, "cpu", [], "strict")
     if not all(b.availability().available for b in chosen):
         pytest.skip("sizing needs every backend the job runs installed here")
     cases, walls = matrix.cases(tier), []
+    applies = [i.applies for i in invariants.named(matrix.invariants(tier))]  # the job runs the tier's invariants
     for index in range(1, (first or shards) + 1):
-        planned = estimate.make("", sharding.select(cases, sharding.Shard(index, shards)), chosen, root=cache)
+        shard = sharding.select(cases, sharding.Shard(index, shards))
+        planned = estimate.make("", shard, chosen, root=cache, quantities=("forward",), invariants=applies)
         assert not planned.unknown, f"no reference timing for {planned.unknown}: run benchmarks/plan_full.py --measure"
         walls.append(estimate.runner_wall(planned.total_s))
     return max(walls)

@@ -100,6 +100,55 @@ def test_recorded_run_timings_feed_the_next_plan(tmp_path: Path) -> None:
     assert json.loads(estimate.timings_path(tmp_path).read_text())  # plain JSON
 
 
+@dataclass
+class Differentiating(Builder):
+    """A `Builder` with a backward check."""
+
+    def run_backward(self, case, weights, inputs, cotangents):  # type: ignore[no-untyped-def]
+        raise AssertionError("planning never runs a backend")
+
+
+def test_each_kind_of_check_is_counted_and_estimated_at_its_own_rate(tmp_path: Path) -> None:
+    """Forward, backward and invariant checks cost differently: each has its own rate and count. A backend that
+    doesn't differentiate plans no backward run (its counterpart)."""
+    reference = {
+        "run fake[cpu]": Rate(1.0, 0.0, 3, "reference"),
+        "run fake[cpu] (backward)": Rate(10.0, 0.0, 3, "reference"),
+        "run fake[cpu] (invariants)": Rate(100.0, 0.0, 3, "reference"),
+    }
+    one_layer = [c.num_layers == 1 for c in CASES]
+
+    def applies(case: Case) -> bool:
+        return case.num_layers == 1
+
+    both = ("forward", "backward")
+    made = estimate.make(
+        "t", CASES, [Differentiating("fake")], tmp_path, reference, quantities=both, invariants=[applies]
+    )
+    lines = {r.name: (r.results, r.ran, r.estimate_s) for r in made.runs}
+    assert lines["fake[cpu]"] == (4, 4, 4.0)
+    assert lines["fake[cpu] (backward)"] == (4, 4, 40.0)
+    assert lines["fake[cpu] (invariants)"] == (sum(one_layer), sum(one_layer), 100.0 * sum(one_layer))
+    assert made.results == 4 + 4 + sum(one_layer)
+    plain = estimate.make("t", CASES, [Builder("fake")], tmp_path, reference, quantities=both)
+    assert {r.name: r.ran for r in plain.runs}["fake[cpu] (backward)"] == 0
+
+
+def test_recorded_timings_are_kept_apart_by_kind(tmp_path: Path) -> None:
+    case = CASES[3]
+    base = {"kind": RESULT, "backend": "a[cpu]", "verdict": "pass", "case": case.as_dict()}
+    records = [
+        {**base, "timing": {"backend_s": 0.5}},
+        {**base, "quantity": "backward", "timing": {"backend_s": 2.0}},
+        {**base, "check": "invariant:determinism", "timing": {"backend_s": 3.0}},
+    ]
+    estimate.record_results(records, root=tmp_path)
+    runs = estimate.recorded_runs(tmp_path)
+    assert runs["run a[cpu]"] == [(units(case), 0.5)]
+    assert runs["run a[cpu] (backward)"] == [(units(case), 2.0)]
+    assert runs["run a[cpu] (invariants)"] == [(units(case), 3.0)]
+
+
 def test_reference_timings_are_read_from_the_declared_file() -> None:
     rates = estimate.reference_rates()
     assert "oracle" in rates and "run torch[cpu]" in rates and "export (dynamo)" in rates
@@ -146,8 +195,14 @@ def test_full_tier_jax_compiles_once_per_structure_and_run_shape(tmp_path: Path)
 def test_plan_option_prints_the_plan_and_runs_nothing(suite, tmp_path: Path) -> None:
     run = suite("--plan", "--tier", "full", "--shard", "3/8", "--backends", "torch[cpu]", "--results", "x.jsonl")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
-    shard = len(_shard_ids("full", 3, 8))
-    assert f"cases {shard}; results {shard}" in run.stdout
+    from conformance import invariants
+
+    ids = _shard_ids("full", 3, 8)
+    declared = invariants.named(matrix.invariants("full"))
+    invariant_checks = sum(1 for i in declared for c in map(Case.from_id, ids) if i.applies(c))
+    assert invariant_checks > 0  # the full tier declares invariants: each is a result of its own
+    assert f"cases {len(ids)}; results {len(ids) + invariant_checks}" in run.stdout  # --quantity forward
+    assert "torch[cpu] (invariants)" in run.stdout and "torch[cpu] (backward)" not in run.stdout
     assert "GRU conformance estimate: tier full, shard 3/8" in run.stdout and "estimated:" in run.stdout
     assert "torch[cpu]" in run.stdout and "collected" not in run.stdout
     assert not (Path(__file__).resolve().parent.parent / "x.jsonl").exists()  # no results file: nothing ran
