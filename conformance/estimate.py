@@ -27,8 +27,8 @@ from typing import Any
 
 from conformance.cache import cache_root
 from conformance.case import Case
-from conformance.contract import Backend, Build, Planning
-from conformance.records import RESULT
+from conformance.contract import Backend, Build, Differentiable, Planning, PreparingBackward
+from conformance.records import BACKWARD, FORWARD, RESULT
 from conformance.verdict import Verdict
 
 REFERENCE_TIMINGS: Traversable = resources.files("conformance") / "declared" / "timings.toml"
@@ -275,10 +275,12 @@ def make(
     root: Path | None = None,
     reference: dict[str, Rate] | None = None,
     per_backend: Mapping[str, list[Case]] | None = None,
+    quantities: Sequence[str] = (FORWARD,),
 ) -> Plan:
     """The plan of running `cases` on `backends`, from what the caches under `root` hold and recorded.
     `per_backend` (backend name -> its planned cases: the shared ones and its own covering extras,
-    `conformance.plan`) replaces `cases` for the backends it names."""
+    `conformance.plan`) replaces `cases` for the backends it names. `quantities` (`--quantity`) decides
+    the builds: a backward check builds what `PreparingBackward.plan_backward` lists."""
     reference = reference_rates() if reference is None else reference
     runs = recorded_runs(root)
 
@@ -306,7 +308,7 @@ def make(
         estimate = sum(rate.estimate(units(c)) for c in supported) if rate else None
         plan.runs.append(RunLine(backend.name, len(mine), len(supported), estimate, rate))
         if isinstance(backend, Planning) and supported:
-            for build in backend.plan(supported):
+            for build in _builds(backend, supported, quantities):
                 needed.setdefault(build.builder, {})[build.key] = build
             for build in backend.recorded():
                 if build.seconds is not None:
@@ -318,3 +320,13 @@ def make(
         estimate = sum(rate.estimate(b.units) for b in todo) if rate else None
         plan.builds.append(BuildLine(builder, len(builds), len(builds) - len(todo), estimate, rate))
     return plan
+
+
+def _builds(backend: Planning, cases: list[Case], quantities: Sequence[str]) -> list[Build]:
+    """What checking `quantities` on these cases builds: the forward's builds; for the backward, a
+    `PreparingBackward` backend's own, what any other differentiable backend's forward builds, and
+    nothing for a backend that does not differentiate (its backward check is refused)."""
+    backward = BACKWARD in quantities and isinstance(backend, Differentiable)
+    own = backward and isinstance(backend, PreparingBackward)
+    builds = backend.plan(cases) if FORWARD in quantities or (backward and not own) else []
+    return builds + (backend.plan_backward(cases) if own and isinstance(backend, PreparingBackward) else [])
