@@ -20,9 +20,12 @@ Compilation policy, the same for every JAX backend:
 
 Gradients (`run_backward`, the optional `Differentiable` part of the contract) are what a
 user training with the library gets: `jax.vjp` of the library's jitted program (`traced`, the
-function `run`'s stored program was exported from), with the vjp itself jitted once per structure (named `..._backward`, so compile counting and the
-persistent cache see it as one more program of ours). Parameter gradients come back in the
-library's own tree and go to the state_dict layout through the converter's adjoint.
+function `run`'s stored program was exported from). The vjp is a program of its own per
+signature, exported and stored like the forward one (role "backward"), so a later process
+loads it instead of tracing the library again, and compiled under the name `..._backward`, so
+compile counting and the persistent cache see it as one more program of ours. Parameter
+gradients come back in the library's own tree and go to the state_dict layout through the
+converter's adjoint.
 """
 
 from __future__ import annotations
@@ -42,12 +45,20 @@ from typing import Any
 
 import numpy as np
 
-from backends.jax_programs import ProgramSignature, ProgramStore, StoredProgram, source_digest, versions
+from backends.jax_programs import (
+    BACKWARD,
+    FORWARD,
+    ProgramSignature,
+    ProgramStore,
+    StoredProgram,
+    source_digest,
+    versions,
+)
 from conformance import progress
 from conformance.cache import IN_MEMORY, Lru, cache_root
 from conformance.case import Case
 from conformance.contract import Availability, BaseBackend, Build, first_line
-from conformance.data import Cotangents, GradientTensors, GruOutput, Inputs, Weights, case_data
+from conformance.data import Cotangents, GradientTensors, GruOutput, Inputs, Weights, case_data, make_cotangents
 from conformance.dtypes import fmt
 from conformance.estimate import units
 
@@ -223,7 +234,10 @@ class JaxBackend(BaseBackend):
     library: tuple[str, ...] = ()  # the packages a program depends on besides jax (versions go in its key)
     program_modules: tuple[str, ...] = ()  # our modules a program depends on besides the adapter and converter
     programs_root: Path | None = None  # default `<cache>/jax/programs`
-    _programs: Lru[tuple[Any, ...], Any] = field(default_factory=lambda: Lru(IN_MEMORY), repr=False)
+    # role -> (structure, batch, seq_len) -> (compiled program, the parameter tree it takes)
+    _programs: dict[str, Lru[tuple[Any, ...], Any]] = field(
+        default_factory=lambda: {FORWARD: Lru(IN_MEMORY), BACKWARD: Lru(IN_MEMORY)}, repr=False
+    )
     _sources: str = field(default="", repr=False)
     _versions: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
@@ -241,8 +255,8 @@ class JaxBackend(BaseBackend):
     def store(self) -> ProgramStore:
         return ProgramStore(self.programs_root or cache_dir() / "programs")
 
-    def signature(self, case: Case) -> ProgramSignature:
-        """What this case's program depends on: its key names the stored program."""
+    def signature(self, case: Case, role: str = FORWARD) -> ProgramSignature:
+        """What this case's program of `role` (forward or backward) depends on: its key names the stored program."""
         if not self._sources:
             files = {Path(__file__), Path(inspect.getfile(type(self))), Path(inspect.getfile(self.converter()))}
             files.add(Path(inspect.getfile(self.converter())).with_name("__init__.py"))
@@ -258,6 +272,7 @@ class JaxBackend(BaseBackend):
             seq_len=case.seq_len,
             versions=self._versions,
             sources=self._sources,
+            role=role,
         )
 
     def traced(self, case: Case) -> Any:
@@ -272,30 +287,45 @@ class JaxBackend(BaseBackend):
         XLA's persistent cache), else traced, exported and stored. Called inside the case's
         `x64_scope` with the arguments already on the device.
         """
+        return self._program(case, FORWARD, params, (x, h0, lengths))
+
+    def backward_program(
+        self, case: Case, params: Any, x: Any, h0: Any, lengths: Any, g_output: Any, g_h_n: Any
+    ) -> Any:
+        """The compiled vjp of this case's signature, `(params, x, h0, lengths, g_output, g_h_n) -> gradients`.
+
+        The vjp of `traced(case)`, the library's own program (`_vjp`), found like `program`: from
+        memory, else stored, else traced, exported and stored. A `jax.export` program is
+        differentiable only when serialized with its vjp (`vjp_order`), which would double the
+        cost of every export for forward-only runs; so the vjp is exported as a program of its own.
+        Returns (d params, d x) or (d params, d x, d h0) when h0 is an input.
+        """
+        return self._program(case, BACKWARD, params, (x, h0, lengths, g_output, g_h_n))
+
+    def _program(self, case: Case, role: str, params: Any, args: tuple[Any, ...]) -> Any:
         import jax
 
-        key = (case.structure, case.batch, case.seq_len)
         treedef = jax.tree_util.tree_structure(params)
-        loaded = self._programs.get(key) or self._load(case)
+        loaded = self._programs[role].get(_memory_key(case)) or self._load(case, role)
         if loaded is not None and loaded[1] == str(treedef):
             return loaded[0]
         started = time.perf_counter()  # not stored, or stored for another parameter tree: trace it
         leaves = jax.tree_util.tree_leaves(params)
-        stored = self._export(case, treedef, (leaves, x, h0, lengths))
-        compiled = self._compile(case, stored)
+        stored = self._export(case, role, treedef, (leaves, *args))
+        compiled = self._compile(case, role, stored)
         stored.build_s = time.perf_counter() - started  # traced to compiled: the plan's estimate of a build
-        self.store.save(self.signature(case), stored, units(case))
+        self.store.save(self.signature(case, role), stored, units(case))
         return compiled
 
-    def _load(self, case: Case) -> tuple[Any, str] | None:
+    def _load(self, case: Case, role: str = FORWARD) -> tuple[Any, str] | None:
         """The stored program compiled, with the parameter tree it takes; None when none is stored."""
-        stored = self.store.load(self.signature(case))
+        stored = self.store.load(self.signature(case, role))
         if stored is None:
             return None
-        self._compile(case, stored)
-        return self._programs[(case.structure, case.batch, case.seq_len)]
+        self._compile(case, role, stored)
+        return self._programs[role][_memory_key(case)]
 
-    def _compile(self, case: Case, stored: StoredProgram) -> Any:
+    def _compile(self, case: Case, role: str, stored: StoredProgram) -> Any:
         """Deserialize and compile a stored program for its own argument shapes; remember it."""
         import jax
 
@@ -304,57 +334,76 @@ class JaxBackend(BaseBackend):
         specs = [jax.ShapeDtypeStruct(aval.shape, aval.dtype) for aval in exported.in_avals]
         args, _ = jax.tree_util.tree_unflatten(exported.in_tree, specs)
 
-        def call(leaves: Any, x: Any, h0: Any, lengths: Any) -> Any:
-            return exported.call(leaves, x, h0, lengths)
+        def call(leaves: Any, *arrays: Any) -> Any:
+            return exported.call(leaves, *arrays)
 
-        compiled = self.jit(call).lower(*args).compile()
+        compiled = self.jit(call, role="" if role == FORWARD else role).lower(*args).compile()
 
-        def program(params: Any, x: Any, h0: Any, lengths: Any) -> Any:
-            return compiled(jax.tree_util.tree_leaves(params), x, h0, lengths)
+        def program(params: Any, *arrays: Any) -> Any:
+            return compiled(jax.tree_util.tree_leaves(params), *arrays)
 
-        self._programs[(case.structure, case.batch, case.seq_len)] = (program, stored.params_tree)
-        return program
+        def backward(params: Any, *arrays: Any) -> Any:
+            grads = program(params, *arrays)  # d params come back as leaves: into the parameter tree again
+            return (jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(params), grads[0]), *grads[1:])
 
-    def _export(self, case: Case, treedef: Any, args: tuple[Any, ...]) -> StoredProgram:
-        """Trace the library's program and serialize it with `jax.export` (saved once compiled)."""
+        self._programs[role][_memory_key(case)] = (program if role == FORWARD else backward, stored.params_tree)
+        return self._programs[role][_memory_key(case)][0]
+
+    def _export(self, case: Case, role: str, treedef: Any, args: tuple[Any, ...]) -> StoredProgram:
+        """Trace the library's program (or its vjp) and serialize it with `jax.export` (saved once compiled)."""
         import jax
 
         traced = self.traced(case)
 
-        def flat(leaves: Any, x: Any, h0: Any, lengths: Any) -> Any:
+        def forward(leaves: Any, x: Any, h0: Any, lengths: Any) -> Any:
             return traced(jax.tree_util.tree_unflatten(treedef, leaves), x, h0, lengths)
+
+        def backward(leaves: Any, x: Any, h0: Any, lengths: Any, g_output: Any, g_h_n: Any) -> Any:
+            params = jax.tree_util.tree_unflatten(treedef, leaves)
+            grads = _vjp(traced, params, x, h0, lengths, g_output, g_h_n)
+            return (jax.tree_util.tree_leaves(grads[0]), *grads[1:])  # leaves: no library pytree in the export
 
         specs = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), args)
         platform = "cpu" if self.device == "cpu" else "cuda"
+        flat = forward if role == FORWARD else backward
         exported = jax.export.export(jax.jit(flat), platforms=[platform])(*specs)
         return StoredProgram(bytes(exported.serialize()), str(treedef), build_s=0.0)
 
     def prepare(self, cases: list[Case]) -> None:
-        """Load or build every program these cases need before the first run, showing progress."""
+        """Load or build every forward program these cases need before the first run, showing progress."""
+        self._prepare(cases, FORWARD)
+
+    def prepare_backward(self, cases: list[Case]) -> None:
+        """Load or build every backward program (vjp) these cases' gradient checks need (`PreparingBackward`)."""
+        self._prepare(cases, BACKWARD)
+
+    def _prepare(self, cases: list[Case], role: str) -> None:
         todo: dict[tuple[Any, ...], Case] = {}
         for case in cases:
-            key = (case.structure, case.batch, case.seq_len)
-            if key not in self._programs and key not in todo and self.supports(case) is None:
+            key = _memory_key(case)
+            if key not in self._programs[role] and key not in todo and self.supports(case) is None:
                 todo[key] = case
         if not todo:
             return
         store = self.store
-        on_disk = {k for k, c in todo.items() if store.has(self.signature(c))}
+        on_disk = {k for k, c in todo.items() if store.has(self.signature(c, role))}
         stored = [c for k, c in todo.items() if k in on_disk]
         fresh = [c for k, c in todo.items() if k not in on_disk]
         if len(todo) > IN_MEMORY:  # more than memory holds (a full-tier shard): stored ones load as their cases run
             todo, stored = {k: c for k, c in todo.items() if k not in on_disk}, []
         note = f"{len(fresh)} to trace, {len(todo) - len(fresh)} from the cache"
-        with progress.task(f"compile ({self.name})", len(todo), note) as task:
+        with progress.task(self.builder(role), len(todo), note) as task:
 
             def build(case: Case, stored: bool) -> None:
                 # A library refusing to trace is not the run's problem: the case's own run meets it and records it.
                 try:
                     with x64_scope(case.dtype, self.precision):
                         if stored:
-                            self._load(case)
-                        else:
+                            self._load(case, role)
+                        elif role == FORWARD:
                             self.program(case, *self.arguments(case, *case_data(case)))
+                        else:
+                            self.backward_program(case, *self.backward_arguments(case, *case_data(case)))
                 except Exception:
                     task.step(case.id, ok=False)
                 else:
@@ -367,20 +416,31 @@ class JaxBackend(BaseBackend):
             for case in fresh:
                 build(case, False)
 
+    def builder(self, role: str = FORWARD) -> str:
+        """What the plan and the progress line call building this backend's programs of `role`."""
+        return f"compile ({self.name})" if role == FORWARD else f"compile {role} ({self.name})"
+
     def plan(self, cases: list[Case]) -> list[Build]:
         """One compiled program per signature; cached when its serialized program is stored."""
+        return self._plan(cases, FORWARD)
+
+    def plan_backward(self, cases: list[Case]) -> list[Build]:
+        """One compiled vjp program per signature, for the cases whose gradients a run checks (`PreparingBackward`)."""
+        return self._plan(cases, BACKWARD)
+
+    def _plan(self, cases: list[Case], role: str) -> list[Build]:
         store, builds = self.store, {}
         for case in cases:
-            sig = self.signature(case)
+            sig = self.signature(case, role)
             key = sig.key()
             if key not in builds:
-                builds[key] = Build(f"compile ({self.name})", key, store.has(sig), units(case))
+                builds[key] = Build(self.builder(role), key, store.has(sig), units(case))
         return list(builds.values())
 
     def recorded(self) -> list[Build]:
         return [
-            Build(f"compile ({self.name})", key, True, amount, seconds)
-            for key, amount, seconds in self.store.recorded(self.family)
+            Build(self.builder(role), key, True, amount, seconds)
+            for key, role, amount, seconds in self.store.recorded(self.family)
         ]
 
     def arguments(self, case: Case, weights: Weights, inputs: Inputs) -> tuple[Any, Any, Any, Any]:
@@ -391,30 +451,14 @@ class JaxBackend(BaseBackend):
         lengths = self.put(host_lengths(inputs.lengths))
         return params, x, h0, lengths
 
-    def backward_program(self, case: Case) -> Any:
-        """jit of (params, x, h0, seq_lengths, g_output, g_h_n) -> vjp of `traced(case)`, built once per structure.
-
-        The vjp is of the library's traced program, the function the stored forward program was
-        exported from: a `jax.export` program is differentiable only when serialized with its vjp
-        (`vjp_order`), which would double the cost of every export for forward-only runs.
-        Returns (d params, d x) or (d params, d x, d h0) when h0 is an input. The cotangents are cast
-        to the outputs' dtypes (jax.vjp requires it; the forward check already reports a dtype change).
-        """
-        key = ("backward", *case.structure)
-        if key not in self._programs:
-            forward = self.traced(case)
-
-            def backward(params: Any, x: Any, h0: Any, seq_lengths: Any, g_output: Any, g_h_n: Any) -> Any:
-                import jax
-
-                if h0 is None:
-                    outputs, pullback = jax.vjp(lambda p, x_: forward(p, x_, None, seq_lengths), params, x)
-                else:
-                    outputs, pullback = jax.vjp(lambda p, x_, h: forward(p, x_, h, seq_lengths), params, x, h0)
-                return pullback((g_output.astype(outputs[0].dtype), g_h_n.astype(outputs[1].dtype)))
-
-            self._programs[key] = self.jit(backward, role="backward")
-        return self._programs[key]
+    def backward_arguments(
+        self, case: Case, weights: Weights, inputs: Inputs, cotangents: Cotangents | None = None
+    ) -> tuple[Any, ...]:
+        """`arguments` and the cotangents of (output, h_n) in the case dtype, on this backend's device."""
+        cotangents = make_cotangents(case) if cotangents is None else cotangents
+        g_output = self.put(host_array(cotangents.output, case.dtype))
+        g_h_n = self.put(host_array(cotangents.h_n, case.dtype))
+        return (*self.arguments(case, weights, inputs), g_output, g_h_n)
 
     def build_program(self, case: Case) -> Any:  # pragma: no cover - each adapter defines it
         """A function (params, x, h0, seq_lengths) -> (output, h_n), jitted with `self.jit`."""
@@ -464,14 +508,8 @@ class JaxBackend(BaseBackend):
 
         configure_jax()
         with x64_scope(case.dtype, self.precision):
-            program = self.backward_program(case)
-            params = self.put(self.convert(weights.tensors))
-            x = self.put(host_array(inputs.x, case.dtype))
-            h0 = self.put(host_array(inputs.h0, case.dtype))
-            lengths = self.put(host_lengths(inputs.lengths))
-            g_output = self.put(host_array(cotangents.output, case.dtype))
-            g_h_n = self.put(host_array(cotangents.h_n, case.dtype))
-            grads = jax.tree.map(to_numpy, program(params, x, h0, lengths, g_output, g_h_n))
+            args = self.backward_arguments(case, weights, inputs, cotangents)
+            grads = jax.tree.map(to_numpy, self.backward_program(case, *args)(*args))
         tensors = {"x": grads[1]}
         if inputs.h0 is not None:
             tensors["h0"] = grads[2]
@@ -493,3 +531,23 @@ class JaxBackend(BaseBackend):
         import jax
 
         return jax.device_put(tree, jax_device(self.device))
+
+
+def _memory_key(case: Case) -> tuple[Any, ...]:
+    """What a program in memory is kept under (its role apart): the signature's case part."""
+    return (case.structure, case.batch, case.seq_len)
+
+
+def _vjp(forward: Any, params: Any, x: Any, h0: Any, lengths: Any, g_output: Any, g_h_n: Any) -> Any:
+    """jax.vjp of `forward` at (params, x[, h0]) applied to the cotangents of (output, h_n).
+
+    Returns (d params, d x) or (d params, d x, d h0) when h0 is an input. The cotangents are cast
+    to the outputs' dtypes (jax.vjp requires it; the forward check already reports a dtype change).
+    """
+    import jax
+
+    if h0 is None:
+        outputs, pullback = jax.vjp(lambda p, x_: forward(p, x_, None, lengths), params, x)
+    else:
+        outputs, pullback = jax.vjp(lambda p, x_, h: forward(p, x_, h, lengths), params, x, h0)
+    return pullback((g_output.astype(outputs[0].dtype), g_h_n.astype(outputs[1].dtype)))

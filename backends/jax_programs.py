@@ -8,8 +8,9 @@ the persistent cache, so nothing of the library's Python runs again. It is the s
 program: `tests/test_jax_backends.py` checks the loaded program's outputs are bit-identical
 to the traced one's.
 
-A program is stored per signature: adapter family, `Case.structure`, (batch, seq_len),
-device platform and precision mode. Its key also holds the versions of jax, jaxlib and
+A program is stored per signature: adapter family, role (the forward program, or the
+backward one: the vjp of the forward, what the gradient check runs), `Case.structure`,
+(batch, seq_len), device platform and precision mode. Its key also holds the versions of jax, jaxlib and
 the adapter's library and a digest of the adapter's own source files, so an upgrade or an
 edit to an adapter can never load a stale program; the metadata repeats the signature and
 is checked on load. Files: `<cache>/jax/programs/<family>/<key>.{bin,json}`.
@@ -25,7 +26,9 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-FORMAT_VERSION = 1  # bump when what is stored (or how it is made) changes
+FORMAT_VERSION = 2  # bump when what is stored (or how it is made) changes
+FORWARD = "forward"  # (params leaves, x, h0, lengths) -> (output, h_n)
+BACKWARD = "backward"  # (params leaves, x, h0, lengths, g_output, g_h_n) -> (d params leaves, d x[, d h0])
 
 
 def versions(packages: tuple[str, ...]) -> dict[str, str]:
@@ -60,6 +63,7 @@ class ProgramSignature:
     seq_len: int
     versions: tuple[tuple[str, str], ...]
     sources: str
+    role: str = FORWARD
 
     def key(self) -> str:
         text = json.dumps([FORMAT_VERSION, *asdict(self).values()], default=list)
@@ -120,13 +124,14 @@ class ProgramStore:
         tmp.write_text(json.dumps(meta), encoding="utf-8")
         tmp.replace(meta_path)
 
-    def recorded(self, family: str) -> list[tuple[str, float, float]]:
-        """(key, units, build seconds) of every program of this family in the store."""
+    def recorded(self, family: str) -> list[tuple[str, str, float, float]]:
+        """(key, role, units, build seconds) of every program of this family in the store."""
         found = []
         for meta_path in sorted((self.root / family).glob("*.json")):
             try:
                 meta = json.loads(meta_path.read_text(encoding="utf-8"))
-                found.append((meta_path.stem, float(meta["units"]), float(meta["build_s"])))
-            except (OSError, ValueError, KeyError):
+                role = str(meta["signature"].get("role", FORWARD))
+                found.append((meta_path.stem, role, float(meta["units"]), float(meta["build_s"])))
+            except (OSError, ValueError, KeyError, AttributeError):
                 continue
         return found

@@ -236,6 +236,18 @@ class Planning(Protocol):
     def recorded(self) -> list[Build]: ...
 
 
+@runtime_checkable
+class PreparingBackward(Protocol):
+    """Optional: a differentiable backend whose gradient check runs a program of its own (JAX's vjp)
+    builds it ahead too. `prepare_backward` gets the cases whose backward check a run will run
+    (then `prepare` gets only the forward checks' cases); `plan_backward` lists those builds, as
+    `Planning.plan` does the forward's."""
+
+    def prepare_backward(self, cases: list[Case]) -> None: ...
+
+    def plan_backward(self, cases: list[Case]) -> list[Build]: ...
+
+
 def column(device: str, precision: str = "strict") -> str:
     """What goes between the brackets of a backend name: `cuda`, or `cuda+default` outside strict mode.
 

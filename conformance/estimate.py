@@ -30,7 +30,15 @@ from typing import Any
 
 from conformance.cache import cache_root
 from conformance.case import Case
-from conformance.contract import Backend, Build, Planning, backward_refusal, declared_form
+from conformance.contract import (
+    Backend,
+    Build,
+    Differentiable,
+    Planning,
+    PreparingBackward,
+    backward_refusal,
+    declared_form,
+)
 from conformance.forms import PYTORCH
 from conformance.records import BACKWARD, FORWARD, RESULT
 from conformance.verdict import Verdict
@@ -296,7 +304,7 @@ def make(
     """The plan of running `cases` on `backends`, from what the caches under `root` hold and recorded.
     `per_backend` (backend name -> its planned cases: the shared ones and its own covering extras,
     `conformance.plan`) replaces `cases` for the backends it names. `quantities` are the checks each
-    planned case gets (forward, backward); `invariants` (each invariant's `applies`) run on the shared
+    planned case gets (forward, backward; a backward check builds what `PreparingBackward.plan_backward` lists); `invariants` (each invariant's `applies`) run on the shared
     `cases` of every backend, as the run parametrizes them."""
     reference = reference_rates() if reference is None else reference
     runs = recorded_runs(root)
@@ -339,7 +347,7 @@ def make(
             estimate = sum(rate.estimate(units(c)) for c in ran) if rate else None
             plan.runs.append(RunLine(name.removeprefix("run "), count, len(ran), estimate, rate))
         if isinstance(backend, Planning) and supported:
-            for build in backend.plan(supported):
+            for build in _builds(backend, supported, quantities):
                 needed.setdefault(build.builder, {})[build.key] = build
             for build in backend.recorded():
                 if build.seconds is not None:
@@ -351,3 +359,13 @@ def make(
         estimate = sum(rate.estimate(b.units) for b in todo) if rate else None
         plan.builds.append(BuildLine(builder, len(builds), len(builds) - len(todo), estimate, rate))
     return plan
+
+
+def _builds(backend: Planning, cases: list[Case], quantities: Sequence[str]) -> list[Build]:
+    """What checking `quantities` on these cases builds: the forward's builds; for the backward, a
+    `PreparingBackward` backend's own, what any other differentiable backend's forward builds, and
+    nothing for a backend that does not differentiate (its backward check is refused)."""
+    backward = BACKWARD in quantities and isinstance(backend, Differentiable)
+    own = backward and isinstance(backend, PreparingBackward)
+    builds = backend.plan(cases) if FORWARD in quantities or (backward and not own) else []
+    return builds + (backend.plan_backward(cases) if own and isinstance(backend, PreparingBackward) else [])

@@ -42,7 +42,15 @@ from conformance import invariants as invariant_checks
 from conformance import plan as planning
 from conformance.backend_summary import BackendSummary, summarize
 from conformance.case import Case, CaseError
-from conformance.contract import Availability, Backend, Differentiable, Preparing, declared_form, first_line
+from conformance.contract import (
+    Availability,
+    Backend,
+    Differentiable,
+    Preparing,
+    PreparingBackward,
+    declared_form,
+    first_line,
+)
 from conformance.coverage import Space
 from conformance.diagnosis import registry_variant_ids
 from conformance.engine import ORACLE, check, check_backward
@@ -124,35 +132,38 @@ class ConformanceRun:
 
         Cases a backend refuses statically are left out (nothing to build), except the probes.
         A backend whose `prepare` raises is not prepared (its cases then build lazily, or fail as results);
-        the problems are returned for a warning."""
+        the problems are returned for a warning. A `PreparingBackward` backend gets its backward checks'
+        cases apart (`prepare_backward`), so a forward-only run builds no gradient program."""
         wanted: dict[str, list[Case]] = {}
+        wanted_backward: dict[str, list[Case]] = {}  # PreparingBackward backends: the backward checks' cases
         for item in items:
             params = getattr(item, "callspec", None)
             if params is None or not {"case", "backend"} <= set(params.params) or not params.params["backend"]:
                 continue
             backend = params.params["backend"]
-            if QUANTITY_OF_TEST.get(getattr(item, "originalname", "")) == BACKWARD and not isinstance(
-                backend, Differentiable
-            ):
+            backward = QUANTITY_OF_TEST.get(getattr(item, "originalname", "")) == BACKWARD
+            if backward and not isinstance(backend, Differentiable):
                 continue  # its backward check is refused before any model is built
             if not _prepares(backend):
                 continue
             case = params.params["case"]
             if planning.supports_of(backend)(case) is not None and self.tests.probe(backend.name, case.id) is None:
                 continue  # refused statically: nothing to build
-            cases = wanted.setdefault(backend.name, [])
+            own = backward and isinstance(backend, PreparingBackward)
+            cases = (wanted_backward if own else wanted).setdefault(backend.name, [])
             extra = params.params["invariant"].cases(params.params["case"]) if "invariant" in params.params else []
             for needed in [case, *extra]:  # an invariant's transformed copies need models too
                 if needed not in cases:  # the forward and the backward test share a case
                     cases.append(needed)
-        problems = []
+        problems: list[str] = []
         started = time.perf_counter()
         with progress.reporting(reporter):
             for backend in self.backends:
-                if isinstance(backend, Preparing) and wanted.get(backend.name):
-                    problem = _prepare(backend, wanted[backend.name])
-                    if problem:
-                        problems.append(problem)
+                for backward, needed in ((False, wanted.get(backend.name)), (True, wanted_backward.get(backend.name))):
+                    if needed and isinstance(backend, PreparingBackward if backward else Preparing):
+                        problem = _prepare(backend, needed, backward)
+                        if problem:
+                            problems.append(problem)
         self.prepare_s += time.perf_counter() - started
         return problems
 
@@ -284,15 +295,17 @@ def _not_json(value: Any) -> str | None:
     return None
 
 
-def _prepare(backend: Preparing, cases: list[Case]) -> str | None:
-    """Prepare one available backend; what went wrong, if anything (never raises for what the adapter does)."""
-    available = capture(lambda: backend.availability().available)  # type: ignore[attr-defined]
+def _prepare(backend: Backend, cases: list[Case], backward: bool = False) -> str | None:
+    """Prepare one available backend (`prepare`, or `prepare_backward` for the backward checks' cases);
+    what went wrong, if anything (never raises for what the adapter does)."""
+    available = capture(lambda: backend.availability().available)
     if available.value is not True:
         return None
-    done = capture(lambda: backend.prepare(cases))
+    method = "prepare_backward" if backward else "prepare"
+    done = capture(lambda: getattr(backend, method)(cases))
     if done.error is None:
         return None
-    return f"{getattr(backend, 'name', backend)}: prepare() raised {first_line(done.error)}; its cases run unprepared"
+    return f"{backend.name}: {method}() raised {first_line(done.error)}; its cases run unprepared"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -9,7 +9,8 @@
    are unsupported, with the reason.
 3. Planted gradient bugs (`tests/planted_backward.py`, and a wrong fold adjoint in the real
    JAX converters) fail, and the failing check names the tensor and the worst element.
-4. One compiled vjp program per signature, in the persistent cache: a new process compiles nothing.
+4. One compiled vjp program per signature, stored with `jax.export` and in the persistent cache: a new
+   process loads it without tracing the library and compiles nothing.
 """
 
 from __future__ import annotations
@@ -282,15 +283,18 @@ def test_the_backward_compiles_once_per_signature() -> None:
     assert ours == ["jit(gru_conformance_flax_linen_backward)"]  # the vjp program only: the forward is inside it
 
 
-def test_a_second_process_compiles_no_backward(tmp_path: Any) -> None:
-    """The persistent cache holds the vjp program: the same backward in a new process is a cache hit."""
+def test_a_second_process_loads_the_stored_backward_and_compiles_nothing(tmp_path: Any) -> None:
+    """The vjp program is stored (`jax.export`) and in the persistent cache: the same backward in a new
+    process loads it, without tracing the library again, and compiling it is a cache hit."""
     pytest.importorskip("flax")
     script = (
         "import json; from backends.flax_linen import FlaxLinenGru; from backends.jax_common import COMPILES, summarize;"
         "from conformance.case import Case; from conformance.data import case_data, make_cotangents;"
         "c = Case(2, 3, bidirectional=True, lengths='sorted', batch=2, seq_len=3, initial_state=True);"
-        "w, i = case_data(c); FlaxLinenGru().run_backward(c, w, i, make_cotangents(c));"
-        "print(json.dumps(summarize(COMPILES.events)))"
+        "b, traced = FlaxLinenGru(), []; build = b.build_program;"
+        "b.build_program = lambda case: traced.append(case) or build(case);"
+        "w, i = case_data(c); b.run_backward(c, w, i, make_cotangents(c));"
+        "print(json.dumps({**summarize(COMPILES.events), 'traced': len(traced)}))"
     )
     env = {**os.environ, "GRU_CONFORMANCE_CACHE": str(tmp_path)}
     runs = [
@@ -303,7 +307,30 @@ def test_a_second_process_compiles_no_backward(tmp_path: Any) -> None:
         )
         for _ in range(2)
     ]
-    assert runs[0]["program_compiles"] == 1
+    assert runs[0]["program_compiles"] == 1 and runs[0]["traced"] == 1
     assert runs[1]["program_compiles"] == 0 and runs[1]["setup_compiles"] == 0, runs[1]
-    assert runs[1]["program_cache_hits"] == 1
+    assert runs[1]["program_cache_hits"] == 1 and runs[1]["traced"] == 0, runs[1]
     assert any("backward" in p.name for p in (tmp_path / "jax").iterdir())
+
+
+@pytest.mark.e2e
+def test_a_run_builds_backward_programs_ahead_only_when_it_checks_gradients(
+    suite, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plugin gives a JAX backend its backward checks' cases apart (`prepare_backward`): a forward-only
+    run stores no vjp program, a backward run builds it ahead (its progress line) and no forward program."""
+    pytest.importorskip("flax")
+    monkeypatch.setenv("GRU_CONFORMANCE_CACHE", str(tmp_path / "cache"))
+    case = Case(3, 4, bias=False, batch=2, seq_len=3).id
+
+    def roles() -> list[str]:
+        found = (tmp_path / "cache" / "jax" / "programs" / "flax-nnx").glob("*.json")
+        return sorted(json.loads(p.read_text())["signature"]["role"] for p in found)
+
+    backward = suite("--backends", "flax-nnx", "--case", case, "--quantity", "backward")
+    assert backward.returncode == 0, backward.stdout[-3000:] + backward.stderr[-2000:]
+    assert "compile backward (flax-nnx[cpu])" in backward.stdout
+    assert roles() == ["backward"]
+    forward = suite("--backends", "flax-nnx", "--case", case, "--quantity", "forward")
+    assert forward.returncode == 0, forward.stdout[-3000:] + forward.stderr[-2000:]
+    assert "compile backward" not in forward.stdout and roles() == ["backward", "forward"]

@@ -214,3 +214,20 @@ def _shard_ids(tier: str, index: int, count: int) -> set[str]:
     cases = matrix.cases(tier)
     cases += [c for c in matrix.zero_length() if c not in cases]  # the declared cases every tier adds
     return {c.id for c in sharding.select(cases, sharding.Shard(index, count))}
+
+
+def test_a_jax_backends_vjp_programs_are_builds_only_when_the_run_checks_gradients(tmp_path: Path) -> None:
+    pytest.importorskip("jax")
+    from backends.flax_linen import FlaxLinenGru
+
+    linen = FlaxLinenGru(programs_root=tmp_path)
+    forward, backward = "compile (flax-linen[cpu])", "compile backward (flax-linen[cpu])"
+    expected = {("forward",): {forward}, ("backward",): {backward}, ("forward", "backward"): {forward, backward}}
+    for quantities, builders in expected.items():
+        made = estimate.make("t", CASES, [linen], root=tmp_path, reference={}, quantities=quantities)
+        assert {b.builder for b in made.builds} == builders, quantities
+        assert all(b.total == len({(c.structure, c.batch, c.seq_len) for c in CASES}) for b in made.builds)
+    # A backend that does not differentiate builds nothing for a backward-only run (its check is refused).
+    assert not estimate.make(
+        "t", CASES, [Builder("fake")], root=tmp_path, reference={}, quantities=("backward",)
+    ).builds

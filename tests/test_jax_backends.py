@@ -27,7 +27,7 @@ from backends.converters import keras_gru as keras_conv
 from backends.jax_common import COMPILES, REPO_ROOT, summarize, x64_scope
 from conformance import divergences
 from conformance.case import Case
-from conformance.data import case_data
+from conformance.data import case_data, make_cotangents
 from conformance.engine import check
 
 FACTORIES: dict[str, Callable[[], Any]] = {
@@ -222,3 +222,104 @@ def test_a_program_stored_for_other_versions_or_another_signature_is_never_loade
         again.build_program = lambda c, build=build, traced=traced: traced.append(c) or build(c)  # type: ignore[method-assign]
         again.run(case, weights, inputs)
         assert bool(traced) == expect_trace
+
+
+# -- stored backward programs: the vjp, exported and loaded like the forward -------------------
+
+
+def _fresh_vjp(adapter: Any, case: Case, args: tuple[Any, ...]) -> Any:
+    """The vjp as the adapter built it before it was stored: jit of jax.vjp of the library's traced program."""
+    import jax
+
+    traced = adapter.traced(case)
+    return jax.jit(lambda *a: jax_common._vjp(traced, *a))(*args)
+
+
+def _gradient_bits(grads: Any) -> list[tuple[str, tuple[int, ...], bytes]]:
+    import jax
+
+    return [_bits(leaf) for leaf in jax.tree_util.tree_leaves(grads)]
+
+
+@pytest.mark.parametrize("family", list(FACTORIES))
+@pytest.mark.parametrize("base", [DENSE_BI_H0, PACKED_BI], ids=["dense-bi-h0-bf", "packed-bi-tm"])
+def test_a_stored_backward_program_is_bit_identical_to_the_traced_vjp(family: str, base: Case, tmp_path: Any) -> None:
+    case = case_for(family, base, dtype="float64" if family == "flax-linen" else "float32")
+    weights, inputs = case_data(case)
+    first = FACTORIES[family](programs_root=tmp_path)
+    with x64_scope(case.dtype, first.precision):
+        args = first.backward_arguments(case, weights, inputs)
+        fresh = _fresh_vjp(first, case, args)
+        made = first.backward_program(case, *args)(*args)  # traced, exported, stored, compiled
+    later = FACTORIES[family](programs_root=tmp_path)  # a new adapter, as in a new process: loads the stored one
+
+    def never(_: Case) -> Any:
+        raise AssertionError("a stored backward program must be loaded, not traced again")
+
+    later.build_program = never  # type: ignore[method-assign]
+    with x64_scope(case.dtype, later.precision):
+        args = later.backward_arguments(case, weights, inputs)
+        loaded = later.backward_program(case, *args)(*args)
+    assert len(fresh) == (3 if case.initial_state else 2)  # d params, d x (, d h0)
+    import jax
+
+    assert jax.tree_util.tree_structure(loaded[0]) == jax.tree_util.tree_structure(fresh[0])  # the library's tree
+    for got in (made, loaded):
+        assert _gradient_bits(got) == _gradient_bits(fresh)
+    # The gradient check sees the same gradients through the stored program.
+    tensors = later.run_backward(case, weights, inputs, make_cotangents(case))
+    assert _bits(tensors["x"]) == _bits(fresh[1])
+
+
+def test_a_program_stored_for_the_other_role_or_with_corrupt_metadata_is_never_loaded(tmp_path: Any) -> None:
+    case = Case(2, 3, seq_len=3, initial_state=True)
+    weights, inputs = case_data(case)
+    linen = flax_linen.FlaxLinenGru(programs_root=tmp_path)
+    linen.run(case, weights, inputs)  # stores the forward program only
+    store, forward, backward = linen.store, linen.signature(case), linen.signature(case, "backward")
+    assert forward.key() != backward.key() and store.load(forward) is not None and store.load(backward) is None
+    # The forward's files under the backward's name (a hand-copied cache): the metadata names the forward role.
+    for old, new in zip(store._paths(forward), store._paths(backward), strict=True):
+        shutil.copy(old, new)
+    assert store.load(backward) is None
+
+    def counting() -> tuple[Any, list[Case]]:
+        adapter, traced = flax_linen.FlaxLinenGru(programs_root=tmp_path), []
+        build = adapter.build_program
+        adapter.build_program = lambda c: traced.append(c) or build(c)  # type: ignore[method-assign]
+        return adapter, traced
+
+    cotangents = make_cotangents(case)
+    again, traced = counting()
+    again.run_backward(case, weights, inputs, cotangents)  # the planted forward program is not loaded: traced
+    assert traced and store.load(backward) is not None
+    again, traced = counting()
+    again.run_backward(case, weights, inputs, cotangents)  # now stored under its own role: loaded
+    assert not traced
+    # Corrupt metadata (a torn write, a hand edit): not loaded, traced and stored again.
+    meta = store._paths(backward)[0]
+    meta.write_text(meta.read_text()[:-20], encoding="utf-8")
+    assert store.load(backward) is None
+    again, traced = counting()
+    again.run_backward(case, weights, inputs, cotangents)
+    assert traced and store.load(backward) is not None
+    # Metadata naming another signature (its batch changed by hand) is not loaded either.
+    data = json.loads(meta.read_text())
+    data["signature"]["batch"] += 1
+    meta.write_text(json.dumps(data), encoding="utf-8")
+    assert store.load(backward) is None
+
+
+def test_prepare_builds_only_the_role_asked_for_and_the_plan_counts_each(tmp_path: Any) -> None:
+    case = Case(2, 3, seq_len=3)
+    linen = flax_linen.FlaxLinenGru(programs_root=tmp_path)
+    plan = {b.builder: b for b in [*linen.plan([case]), *linen.plan_backward([case])]}
+    assert set(plan) == {"compile (flax-linen[cpu])", "compile backward (flax-linen[cpu])"}
+    assert not any(b.cached for b in plan.values())
+    linen.prepare([case])  # forward only: no vjp traced
+    assert linen.store.has(linen.signature(case)) and not linen.store.has(linen.signature(case, "backward"))
+    assert [b.cached for b in linen.plan_backward([case])] == [False]
+    linen.prepare_backward([case])
+    assert [b.cached for b in linen.plan_backward([case])] == [True]
+    recorded = {b.builder for b in linen.recorded()}
+    assert recorded == {"compile (flax-linen[cpu])", "compile backward (flax-linen[cpu])"}
