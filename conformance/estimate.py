@@ -304,8 +304,9 @@ def make(
     """The plan of running `cases` on `backends`, from what the caches under `root` hold and recorded.
     `per_backend` (backend name -> its planned cases: the shared ones and its own covering extras,
     `conformance.plan`) replaces `cases` for the backends it names. `quantities` are the checks each
-    planned case gets (forward, backward; a backward check builds what `PreparingBackward.plan_backward` lists); `invariants` (each invariant's `applies`) run on the shared
-    `cases` of every backend, as the run parametrizes them."""
+    planned case gets (forward, backward: a backward check builds what `PreparingBackward.plan_backward`
+    lists); `invariants` (each invariant's `applies`) run on the shared `cases` of every backend, as the
+    run parametrizes them."""
     reference = reference_rates() if reference is None else reference
     runs = recorded_runs(root)
 
