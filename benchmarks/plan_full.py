@@ -3,6 +3,7 @@
     python benchmarks/plan_full.py                         # plans, from the reference timings (a cold machine)
     python benchmarks/plan_full.py --cache DIR             # ... or from what DIR's caches recorded
     python benchmarks/plan_full.py --measure [--tier triples] [--cache DIR]
+    python benchmarks/plan_full.py --measure --fit-only --cache DIR   # fit to runs already made on DIR
     python benchmarks/plan_full.py --check 1/400 [--cache DIR]
 
 Printing: the plan of the full tier on every CPU backend (what one machine would face), then
@@ -12,8 +13,9 @@ longest shard and its estimated wall time on a 4-core runner against the job's t
 
 --measure runs `pytest conformance --tier TIER --device cpu` on an empty cache (every
 export, program and check cold), fits `seconds = fixed + per_unit x units` to what that
-run recorded, per exporter, per compiled-program family, per backend's checks and for the
-oracle, and writes them to `conformance/declared/timings.toml`: the reference timings a
+run recorded, per exporter, per compiled-program family (forward and vjp), per backend's
+forward, backward and invariant checks and for the oracle (then it runs the full tier's other
+invariants on the full job's backends, so their rate covers what that job runs), and writes them to `conformance/declared/timings.toml`: the reference timings a
 cold plan estimates from. The triples tier is the sample: it holds every triple of values,
 so every kind of case, and builds almost one model per case.
 
@@ -43,8 +45,9 @@ TIMINGS = ROOT / "conformance" / "declared" / "timings.toml"
 EXHAUSTIVE_JOBS = {"cpu-full": "full", "cpu-triples": "triples"}  # workflow job -> the tier it runs
 
 
-def exhaustive_jobs() -> list[tuple[str, str, str | None, int, int]]:
-    """What the workflow's exhaustive jobs run: (job, tier, backends or None, shard count, timeout minutes)."""
+def exhaustive_jobs() -> list[tuple[str, str, str | None, int, int, str]]:
+    """What the workflow's exhaustive jobs run: (job, tier, backends or None, shard count, timeout minutes,
+    --quantity)."""
     import yaml
 
     jobs = yaml.safe_load(WORKFLOW.read_text(encoding="utf-8"))["jobs"]
@@ -52,7 +55,8 @@ def exhaustive_jobs() -> list[tuple[str, str, str | None, int, int]]:
     for name, tier in EXHAUSTIVE_JOBS.items():
         env = jobs[name].get("env", {})
         shards = int(str(env.get("SHARD", "1/1")).rsplit("/", 1)[1])
-        found.append((name, tier, env.get("BACKENDS") or None, shards, int(jobs[name]["timeout-minutes"])))
+        timeout = int(jobs[name]["timeout-minutes"])
+        found.append((name, tier, env.get("BACKENDS") or None, shards, timeout, str(env.get("QUANTITY", "both"))))
     return found
 
 
@@ -62,37 +66,42 @@ def select(backends: str | None) -> list[Any]:
     return selection.select(backends.split(",") if backends else None, "cpu", [], "strict")
 
 
-def job_plan(title: str, tier: str, cases: list[Any], chosen: list[Any], root: Path | None = None) -> Any:
-    """The plan of what an exhaustive job runs: forward checks (`--quantity forward`) and the tier's invariants."""
+def job_plan(
+    title: str, tier: str, cases: list[Any], chosen: list[Any], quantity: str, root: Path | None = None
+) -> Any:
+    """The plan of what an exhaustive job runs: its `--quantity` checks and the tier's invariants."""
     from conformance import estimate, invariants, matrix
+    from conformance.plugin import QUANTITY_CHOICES
 
     applies = [i.applies for i in invariants.named(matrix.invariants(tier))]
-    return estimate.make(title, cases, chosen, root=root, quantities=("forward",), invariants=applies)
+    return estimate.make(title, cases, chosen, root=root, quantities=QUANTITY_CHOICES[quantity], invariants=applies)
 
 
-def shard_plans(tier: str, backends: str | None, count: int) -> list[Any]:
+def shard_plans(tier: str, backends: str | None, count: int, quantity: str) -> list[Any]:
     from conformance import matrix, sharding
 
     cases, chosen = matrix.cases(tier), select(backends)
     return [
-        job_plan(f"{tier} shard {i}/{count}", tier, sharding.select(cases, sharding.Shard(i, count)), chosen)
+        job_plan(f"{tier} shard {i}/{count}", tier, sharding.select(cases, sharding.Shard(i, count)), chosen, quantity)
         for i in range(1, count + 1)
     ]
 
 
 def show_plans() -> None:
-    from conformance import estimate, matrix
+    from conformance import matrix
     from conformance.estimate import RUNNER_CORES, runner_wall
 
-    full = estimate.make("full tier, every CPU backend, one machine", matrix.cases("full"), select(None))
+    title = "full tier, every CPU backend, both quantities and its invariants, one machine"
+    full = job_plan(title, "full", matrix.cases("full"), select(None), "both")
     print("\n".join(full.lines()))
     print(f"\nCI exhaustive jobs ({RUNNER_CORES}-core runners):")
-    for job, tier, backends, count, timeout in exhaustive_jobs():
-        plans = shard_plans(tier, backends, count)
+    for job, tier, backends, count, timeout, quantity in exhaustive_jobs():
+        plans = shard_plans(tier, backends, count, quantity)
         worst = max(plans, key=lambda p: p.total_s)
         wall = runner_wall(worst.total_s) / 60
         print(
-            f"  {job}: --tier {tier} --backends {backends or '(all)'} in {count} shard(s): longest shard "
+            f"  {job}: --tier {tier} --backends {backends or '(all)'} --quantity {quantity} in {count} shard(s): "
+            "longest shard "
             f"{worst.total_s / 60:.0f} min of work -> about {wall:.0f} min on {RUNNER_CORES} cores, install included "
             f"({100 * wall / timeout:.0f}% of its {timeout} min timeout)"
         )
@@ -114,20 +123,27 @@ def _run_suite(args: list[str], cache: Path) -> float:
 
 def measure(tier: str, cache: Path) -> None:
     """Run `tier` cold on `cache` and write the fitted rates to the reference timings file."""
-    from conformance import estimate, matrix
+    from conformance import matrix
 
     with tempfile.TemporaryDirectory() as tmp:
         wall = _run_suite(["--tier", tier, "--results", str(Path(tmp) / "r.jsonl")], cache)
         print(f"cold --tier {tier} on every CPU backend: {wall:.0f} s wall")
         # The full tier's other invariants (new batch, structure or lengths: new builds) on the full job's
         # backends, so their "(invariants)" rate averages over every invariant that job runs.
-        _, full, backends, _, _ = next(j for j in exhaustive_jobs() if j[1] == "full")
+        _, full, backends, _, _, _ = next(j for j in exhaustive_jobs() if j[1] == "full")
         others = [i for i in matrix.invariants(full) if i not in matrix.invariants(tier)]
         if others:
             args = ["--tier", tier, "--quantity", "forward", "--invariant", ",".join(others), "-k", "test_invariant"]
             args += ["--results", str(Path(tmp) / "i.jsonl"), *(["--backends", backends] if backends else [])]
             wall += _run_suite(args, cache)
             print(f"then the full tier's other invariants ({', '.join(others)}) on its job's backends: {wall:.0f} s")
+    write_timings(tier, cache, f"{wall:.0f} s wall")
+
+
+def write_timings(tier: str, cache: Path, wall: str) -> None:
+    """Fit the rates to what the runs on `cache` recorded and write the reference timings file."""
+    from conformance import estimate
+
     samples: dict[str, list[tuple[float, float]]] = dict(estimate.recorded_runs(cache))
     builds: dict[str, dict[str, tuple[float, float]]] = {}  # builder -> key -> (units, seconds), columns deduplicated
     for backend in select(None):
@@ -139,7 +155,7 @@ def measure(tier: str, cache: Path) -> None:
         "# Reference timings: what a cold plan (`pytest conformance --plan`) estimates from, until this",
         "# machine's caches have recorded their own. seconds = fixed + per_unit x units, units = seq_len x",
         "# layers x directions (of the trace shape, for exports). Written by `benchmarks/plan_full.py --measure`:",
-        f"# a cold `--tier {tier}` run on every CPU backend, {wall:.0f} s wall.",
+        f"# a cold `--tier {tier}` run on every CPU backend, {wall}.",
         "",
         "[measured]",
         f'on = "{platform.machine()}, {os.cpu_count()} cores (shared), python {platform.python_version()}, '
@@ -160,12 +176,12 @@ def check(shard: str, cache: Path) -> None:
     """One shard of the exhaustive job's full-tier part, cold: its wall time against the plan's estimate."""
     from conformance import matrix, sharding
 
-    _, tier, backends, _, _ = next(j for j in exhaustive_jobs() if j[1] == "full")
+    _, tier, backends, _, _, quantity = next(j for j in exhaustive_jobs() if j[1] == "full")
     index, of = (int(x) for x in shard.split("/"))
     cases = sharding.select(matrix.cases(tier), sharding.Shard(index, of))
-    estimated = job_plan("check", tier, cases, select(backends), root=cache).total_s
+    estimated = job_plan("check", tier, cases, select(backends), quantity, root=cache).total_s
     with tempfile.TemporaryDirectory() as tmp:
-        args = ["--tier", tier, "--shard", shard, "--quantity", "forward", "--results", str(Path(tmp) / "r.jsonl")]
+        args = ["--tier", tier, "--shard", shard, "--quantity", quantity, "--results", str(Path(tmp) / "r.jsonl")]
         wall = _run_suite([*args, *(["--backends", backends] if backends else [])], cache)
     print(
         f"--tier {tier} --shard {shard} ({len(cases)} cases, backends {backends}): plan {estimated:.0f} s, ran {wall:.0f} s"
@@ -176,13 +192,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--measure", action="store_true", help="measure a cold tier and write the reference timings")
     parser.add_argument("--tier", default="triples", help="the tier --measure runs (default: triples)")
+    parser.add_argument(
+        "--fit-only", action="store_true", help="with --cache: fit the reference timings to what runs recorded there"
+    )
     parser.add_argument("--check", default=None, metavar="I/N", help="run one shard of the full-tier part cold")
     parser.add_argument("--cache", default=None, help="cache root (default: a fresh temporary one for --measure)")
     args = parser.parse_args()
     if args.measure or args.check:
         cache = Path(args.cache or tempfile.mkdtemp(prefix="gru-plan-"))
         os.environ["GRU_CONFORMANCE_CACHE"] = str(cache)  # the stores read (and the runs fill) this cache
-        if args.measure:
+        if args.measure and args.fit_only:
+            write_timings(args.tier, cache, "timed by the runs that filled the cache")
+        elif args.measure:
             measure(args.tier, cache)
         if args.check:
             check(args.check, cache)

@@ -11,6 +11,7 @@ registered under the `gru_conformance.backends` entry-point group (or given as
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -348,8 +349,19 @@ def declared_form(backend: Backend) -> Form:
     return form if isinstance(form, Form) else PYTORCH
 
 
+# First lines that only announce the library's own sentence on the next line: Keras's layer-call wrapper
+# (`keras.src.utils.traceback_utils`) puts the error it caught, in bold, under this header.
+WRAPPER_HEADERS = ("Exception encountered when calling",)
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def first_line(error: BaseException) -> str:
-    """The first non-empty line of a library error, prefixed by its type: how the report quotes it."""
-    text = str(error).strip()
-    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
-    return f"{type(error).__name__}: {line}" if line else type(error).__name__
+    """The first non-empty line of a library error, prefixed by its type: how the report quotes it.
+    Under a wrapper's header (`WRAPPER_HEADERS`), the header and the library's sentence that follows it."""
+    lines = [ln for ln in (_ANSI.sub("", raw).strip() for raw in str(error).strip().splitlines()) if ln]
+    if not lines:
+        return type(error).__name__
+    line = lines[0]
+    if len(lines) > 1 and line.startswith(WRAPPER_HEADERS):
+        line = f"{line} {lines[1]}"
+    return f"{type(error).__name__}: {line}"

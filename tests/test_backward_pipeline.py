@@ -476,3 +476,21 @@ def test_zero_length_gradients_follow_the_forward_convention_and_only_that() -> 
     planted = check_backward(PolicyForwardGradientOfAnother(), ZERO)
     assert check(PolicyForwardGradientOfAnother(), ZERO).verdict == Verdict.PASS
     assert planted.verdict == Verdict.FAIL
+
+
+def test_a_wrapped_library_error_is_quoted_by_the_sentence_under_the_wrapper() -> None:
+    """Keras puts the library's error, in bold, under "Exception encountered when calling X.call()."; a registry
+    entry's `error_contains` matches that sentence, so the quote must hold it. A plain multi-line error keeps
+    only its first line (the counterpart)."""
+    from conformance.contract import first_line
+
+    wrapped = TypeError(
+        "Exception encountered when calling GRU.call().\n\n\x1b[1mscan body function carry input and carry output "
+        "must have equal types, but they differ:\nThe input carry h has type float16[1,6]\x1b[0m\n\nArguments..."
+    )
+    assert first_line(wrapped) == (
+        "TypeError: Exception encountered when calling GRU.call(). scan body function carry input and carry output "
+        "must have equal types, but they differ:"
+    )
+    assert first_line(ValueError("first\nsecond")) == "ValueError: first"
+    assert first_line(RuntimeError("")) == "RuntimeError"
