@@ -183,6 +183,13 @@ class Differentiable(Protocol):
     def run_backward(self, case: Case, weights: Weights, inputs: Inputs, cotangents: Cotangents) -> GradientTensors: ...
 
 
+def checks_backward(backend: Backend) -> bool:
+    """Whether the backward check runs this backend at all: it differentiates, in PyTorch's GRU form (the BPTT
+    oracle's; a declared other form is refused by `conformance.engine.check_backward`). What to build for it,
+    and what to plan, follow from this."""
+    return backward_refusal(backend) is None and declared_form(backend) == PYTORCH
+
+
 def backward_refusal(backend: Backend) -> str | None:
     """None for a `Differentiable` backend; else why it has no backward check (its `unsupported` reason).
 

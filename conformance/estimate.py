@@ -30,16 +30,7 @@ from typing import Any
 
 from conformance.cache import cache_root
 from conformance.case import Case
-from conformance.contract import (
-    Backend,
-    Build,
-    Differentiable,
-    Planning,
-    PreparingBackward,
-    backward_refusal,
-    declared_form,
-)
-from conformance.forms import PYTORCH
+from conformance.contract import Backend, Build, Planning, PreparingBackward, checks_backward
 from conformance.records import BACKWARD, FORWARD, RESULT
 from conformance.verdict import Verdict
 
@@ -332,7 +323,7 @@ def make(
         available = backend.availability().available
         mine = planned(backend)
         supported = [c for c in mine if backend.supports(c) is None] if available else []
-        differentiates = backward_refusal(backend) is None and declared_form(backend) == PYTORCH
+        differentiates = checks_backward(backend)
         kinds: list[tuple[str, int, list[Case]]] = []
         if FORWARD in quantities:
             kinds.append((FORWARD, len(mine), supported))
@@ -365,8 +356,8 @@ def make(
 def _builds(backend: Planning, cases: list[Case], quantities: Sequence[str]) -> list[Build]:
     """What checking `quantities` on these cases builds: the forward's builds; for the backward, a
     `PreparingBackward` backend's own, what any other differentiable backend's forward builds, and
-    nothing for a backend that does not differentiate (its backward check is refused)."""
-    backward = BACKWARD in quantities and isinstance(backend, Differentiable)
+    nothing for a backend whose backward check is refused (`checks_backward`)."""
+    backward = BACKWARD in quantities and isinstance(backend, Backend) and checks_backward(backend)
     own = backward and isinstance(backend, PreparingBackward)
     builds = backend.plan(cases) if FORWARD in quantities or (backward and not own) else []
     return builds + (backend.plan_backward(cases) if own and isinstance(backend, PreparingBackward) else [])

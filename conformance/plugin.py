@@ -48,6 +48,7 @@ from conformance.contract import (
     Differentiable,
     Preparing,
     PreparingBackward,
+    checks_backward,
     declared_form,
     first_line,
 )
@@ -142,7 +143,7 @@ class ConformanceRun:
                 continue
             backend = params.params["backend"]
             backward = QUANTITY_OF_TEST.get(getattr(item, "originalname", "")) == BACKWARD
-            if backward and not isinstance(backend, Differentiable):
+            if backward and not checks_backward(backend):
                 continue  # its backward check is refused before any model is built
             if not _prepares(backend):
                 continue

@@ -494,3 +494,16 @@ def test_a_wrapped_library_error_is_quoted_by_the_sentence_under_the_wrapper() -
     )
     assert first_line(ValueError("first\nsecond")) == "ValueError: first"
     assert first_line(RuntimeError("")) == "RuntimeError"
+
+
+def test_the_backward_check_runs_a_backend_only_if_it_differentiates_in_pytorchs_form() -> None:
+    """What decides whether anything is built or planned for a backend's backward check: a differentiating
+    backend in PyTorch's form is checked; one that declares another form, or doesn't differentiate, is not."""
+    from conformance.contract import checks_backward
+    from conformance.forms import Form
+
+    assert checks_backward(AutogradGru())
+    other_form = AutogradGru()
+    other_form.form = Form(linear_before_reset=False)  # type: ignore[attr-defined]
+    assert not checks_backward(other_form)
+    assert not checks_backward(NumpyGru())  # no run_backward
