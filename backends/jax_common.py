@@ -55,7 +55,7 @@ from backends.jax_programs import (
     versions,
 )
 from conformance import progress
-from conformance.cache import IN_MEMORY, Lru, cache_root
+from conformance.cache import IN_MEMORY, Budget, Lru, cache_root
 from conformance.case import Case
 from conformance.contract import Availability, BaseBackend, Build, first_line
 from conformance.data import Cotangents, GradientTensors, GruOutput, Inputs, Weights, case_data, make_cotangents
@@ -68,6 +68,26 @@ PROGRAM_PREFIX = "gru_conformance_"  # every jitted program we own is named with
 
 _configured = False
 _lock = threading.Lock()
+
+
+def _map_budget() -> Budget:
+    """The compiled programs every JAX backend of this process keeps, together, in units of a forward program.
+
+    A compiled CPU program holds memory maps (measured on the triples tier's flax-linen programs: ~50 for
+    a forward program, ~175 for its vjp), and the kernel caps a process's maps at `vm.max_map_count`
+    (65530 by default); past it, LLVM can't allocate and the process crashes. The programs get two thirds
+    of the cap, the rest is the libraries' own (torch, TensorFlow, onnxruntime, OpenVINO).
+    """
+    try:
+        limit = int(Path("/proc/sys/vm/max_map_count").read_text())
+    except (OSError, ValueError):
+        limit = 65530
+    return Budget(max(64.0, limit * 2 / 3 / MAPS_PER_FORWARD_PROGRAM))
+
+
+MAPS_PER_FORWARD_PROGRAM = 50
+PROGRAM_WEIGHT = {FORWARD: 1.0, BACKWARD: 3.5}  # a vjp program holds ~3.5 times the maps of its forward
+PROGRAM_BUDGET = _map_budget()
 
 
 def cache_dir() -> Path:
@@ -236,7 +256,10 @@ class JaxBackend(BaseBackend):
     programs_root: Path | None = None  # default `<cache>/jax/programs`
     # role -> (structure, batch, seq_len) -> (compiled program, the parameter tree it takes)
     _programs: dict[str, Lru[tuple[Any, ...], Any]] = field(
-        default_factory=lambda: {FORWARD: Lru(IN_MEMORY), BACKWARD: Lru(IN_MEMORY)}, repr=False
+        default_factory=lambda: {
+            role: Lru(IN_MEMORY, PROGRAM_BUDGET, PROGRAM_WEIGHT[role]) for role in (FORWARD, BACKWARD)
+        },
+        repr=False,
     )
     _sources: str = field(default="", repr=False)
     _versions: tuple[tuple[str, str], ...] = field(default=(), repr=False)
@@ -389,7 +412,10 @@ class JaxBackend(BaseBackend):
         on_disk = {k for k, c in todo.items() if store.has(self.signature(c, role))}
         stored = [c for k, c in todo.items() if k in on_disk]
         fresh = [c for k, c in todo.items() if k not in on_disk]
-        if len(todo) > IN_MEMORY:  # more than memory holds (a full-tier shard): stored ones load as their cases run
+        room = PROGRAM_BUDGET.size - PROGRAM_BUDGET.used
+        if len(todo) > IN_MEMORY or len(todo) * PROGRAM_WEIGHT[role] > room:
+            # more than memory holds (a full-tier shard, or the other backends' programs): stored ones load as
+            # their cases run, instead of loading now only to be dropped
             todo, stored = {k: c for k, c in todo.items() if k not in on_disk}, []
         note = f"{len(fresh)} to trace, {len(todo) - len(fresh)} from the cache"
         with progress.task(self.builder(role), len(todo), note) as task:
