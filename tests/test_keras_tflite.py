@@ -190,6 +190,7 @@ def test_a_later_run_loads_the_stored_flatbuffer_instead_of_converting(
     rewritten), and the stored file is really what runs: a damaged one makes the case fail, not convert again."""
     from backends import tflite
 
+    close_all()  # a worker started by an earlier test has another cache root in its environment
     monkeypatch.setenv("GRU_CONFORMANCE_CACHE", str(tmp_path))
     case = Case.from_id(BI_SORTED)
     builtins = next(local for local in tflite.backends() if local.conversion == "builtins")
