@@ -154,7 +154,7 @@ def record_results(records: Iterable[dict[str, Any]], root: Path | None = None, 
             continue
         timing, case = r.get("timing", {}), Case.from_dict(r["case"])
         results += 1
-        timed += sum(float(v) for v in timing.values())
+        timed += sum(float(v) for k, v in timing.items() if k.endswith("_s"))  # seconds (not `runs`, a count)
         seconds = float(timing.get("reference_s", 0.0))
         if seconds > oracle.get(case.id, (0.0, 0.0))[1]:
             oracle[case.id] = (units(case), seconds)

@@ -231,3 +231,13 @@ def test_a_jax_backends_vjp_programs_are_builds_only_when_the_run_checks_gradien
     assert not estimate.make(
         "t", CASES, [Builder("fake")], root=tmp_path, reference={}, quantities=("backward",)
     ).builds
+
+
+def test_the_per_check_overhead_counts_seconds_only(tmp_path: Path) -> None:
+    """An invariant result's timing holds `runs`, a count: added to the timed seconds it made the loop look fully
+    timed, and the per-check overhead came out 0."""
+    case = CASES[0]
+    base = {"kind": RESULT, "backend": "a[cpu]", "verdict": "pass", "case": case.as_dict()}
+    records = [{**base, "check": "invariant:determinism", "timing": {"backend_s": 1.0, "runs": 50.0}}]
+    estimate.record_results(records, root=tmp_path, loop_s=3.0)
+    assert estimate.recorded_runs(tmp_path)["per check"] == [(1.0, 2.0)]  # 3 s of loop, 1 s of it timed
